@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vmscript/vmscript/lab"
+)
+
+func newLabCmd(stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Build and locate the lab guests (mini, systemd)",
+		Long: `The lab guests are built from Debian packages with this machine's own apt
+configuration and cached under ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/lab/,
+keyed by a hash of their inputs:
+
+  mini     Debian kernel + busybox + dropbear initramfs; root shell "mini# " on ttyS0
+  systemd  minbase Debian with systemd, networkd, sshd, sudo; a stand-in for the
+           regression driven by lab.storage=, lab.lan=, lab.shutdown= on the
+           kernel command line; initramfs, lab.iso, lab-good.iso, netboot/ tree`,
+	}
+	var cacheDir string
+	var force bool
+	build := &cobra.Command{
+		Use:       "build mini|systemd|all",
+		Short:     "Build a lab guest (reusing the cache when its inputs are unchanged)",
+		Args:      labNameArgs(true),
+		ValidArgs: append(lab.Names(), "all"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			names := []string{args[0]}
+			if args[0] == "all" {
+				names = lab.Names()
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			for _, name := range names {
+				start := time.Now()
+				img, err := lab.Build(ctx, name, lab.Options{
+					CacheDir: cacheDir, Force: force,
+					Progress: func(stage, detail string) {
+						fmt.Fprintf(stderr, "[%s %6.1fs] %-10s %s\n", name, time.Since(start).Seconds(), stage, detail)
+					},
+				})
+				if err != nil {
+					if ctx.Err() != nil {
+						return &exitError{code: exitSIGINT, msg: fmt.Sprintf("lab build %s interrupted", name)}
+					}
+					return failErr("lab build %s: %v", name, err)
+				}
+				state := "built"
+				if img.Cached {
+					state = "cached"
+				}
+				fmt.Fprintf(stdout, "%s: %s in %.1fs: %s\n", name, state, time.Since(start).Seconds(), img.Dir)
+				printFiles(stdout, img)
+			}
+			return nil
+		},
+	}
+	build.Flags().StringVar(&cacheDir, "cache", "", "cache directory (default ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/lab)")
+	build.Flags().BoolVar(&force, "force", false, "rebuild even when the cache is current")
+
+	var file string
+	path := &cobra.Command{
+		Use:   "path NAME [--file KEY]",
+		Short: "Print the directory (or one file) of a built lab guest",
+		Example: `  vmscript lab path mini
+  vmscript lab path systemd --file iso`,
+		Args:      labNameArgs(false),
+		ValidArgs: lab.Names(),
+		RunE: func(_ *cobra.Command, args []string) error {
+			img, err := lab.Lookup(args[0], lab.Options{CacheDir: cacheDir})
+			if err != nil {
+				return failErr("%v", err)
+			}
+			if file == "" {
+				fmt.Fprintln(stdout, img.Dir)
+				return nil
+			}
+			p, ok := img.Files[file]
+			if !ok {
+				return usageErr("lab %s has no file %q (has: %s)", args[0], file, strings.Join(fileKeys(img), ", "))
+			}
+			fmt.Fprintln(stdout, p)
+			return nil
+		},
+	}
+	path.Flags().StringVar(&cacheDir, "cache", "", "cache directory")
+	path.Flags().StringVar(&file, "file", "", "print the path of this output (vmlinuz, initramfs, iso, …)")
+	cmd.AddCommand(build, path)
+	return cmd
+}
+
+func labNameArgs(allowAll bool) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		valid := lab.Names()
+		if allowAll {
+			valid = append(valid, "all")
+		}
+		if len(args) != 1 {
+			return usageErr("want one lab name (%s), got %d arguments", strings.Join(valid, "|"), len(args))
+		}
+		for _, v := range valid {
+			if args[0] == v {
+				return nil
+			}
+		}
+		return usageErr("unknown lab %q (want %s)", args[0], strings.Join(valid, "|"))
+	}
+}
+
+func fileKeys(img *lab.Image) []string {
+	keys := make([]string, 0, len(img.Files))
+	for k := range img.Files {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func printFiles(w io.Writer, img *lab.Image) {
+	for _, k := range fileKeys(img) {
+		fmt.Fprintf(w, "  %-12s %s\n", k, img.Files[k])
+	}
+}

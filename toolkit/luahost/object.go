@@ -1,0 +1,103 @@
+package luahost
+
+import (
+	"fmt"
+
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+	lua "github.com/yuin/gopher-lua"
+)
+
+// NewObject wraps a Go value as a Lua object of a registered class: methods
+// are found by name, other names go to the class's Get.
+func (h *Host) NewObject(L *lua.LState, class string, value any) *lua.LUserData {
+	ud := L.NewUserData()
+	ud.Value = value
+	L.SetMetatable(ud, h.classMeta(L, class))
+	return ud
+}
+
+// CheckObject returns the Go value of the object at stack index n, raising a
+// usage error when it is not an object of class.
+func (h *Host) CheckObject(L *lua.LState, n int, class string) any {
+	ud, ok := L.Get(n).(*lua.LUserData)
+	if ok {
+		if mt, ok := L.GetMetatable(ud).(*lua.LTable); ok && mt == h.metas[class] {
+			return ud.Value
+		}
+	}
+	h.ArgError(L, n, "%s expected, got %s (did you call with '.' instead of ':'?)", class, L.Get(n).Type())
+	return nil
+}
+
+func (h *Host) classMeta(L *lua.LState, name string) *lua.LTable {
+	if mt, ok := h.metas[name]; ok {
+		return mt
+	}
+	c, ok := classByName(name)
+	if !ok {
+		panic(fmt.Sprintf("luahost: class %q is not registered", name))
+	}
+	methods := L.NewTable()
+	for _, f := range c.Methods {
+		methods.RawSetString(f.Name, h.wrap(c.Name+":"+f.Name, f))
+	}
+	mt := L.NewTable()
+	mt.RawSetString("__name", lua.LString(name))
+	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
+		ud := L.CheckUserData(1)
+		key := L.CheckString(2)
+		if m := methods.RawGetString(key); m != lua.LNil {
+			L.Push(m)
+			return 1
+		}
+		if c.Get != nil {
+			if v := c.Get(h, L, ud.Value, key); v != nil {
+				L.Push(v)
+				return 1
+			}
+		}
+		h.Raise(L, vmerr.New(vmerr.Usage, "%s has no field or method %q", name, key))
+		return 0
+	}))
+	mt.RawSetString("__newindex", L.NewFunction(func(L *lua.LState) int {
+		h.Raise(L, vmerr.New(vmerr.Usage, "%s fields are read-only (tried to set %q)", name, L.CheckString(2)))
+		return 0
+	}))
+	mt.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
+		ud := L.CheckUserData(1)
+		if s, ok := ud.Value.(fmt.Stringer); ok {
+			L.Push(lua.LString(s.String()))
+		} else {
+			L.Push(lua.LString(fmt.Sprintf("%s: %p", name, ud)))
+		}
+		return 1
+	}))
+	h.metas[name] = mt
+	return mt
+}
+
+// wrap turns a registered Func into a Lua function that checks the run has
+// not been cancelled before it starts.
+func (h *Host) wrap(qualified string, f Func) *lua.LFunction {
+	return h.L.NewFunction(func(L *lua.LState) int {
+		if ve := h.cancelCause(); ve != nil {
+			h.Raise(L, ve)
+		}
+		prev := h.current
+		h.current = qualified
+		defer func() { h.current = prev }()
+		return f.Fn(h, L)
+	})
+}
+
+func (h *Host) openModule(m Module) {
+	L := h.L
+	t := L.NewTable()
+	for _, f := range m.Funcs {
+		t.RawSetString(f.Name, h.wrap(m.Name+"."+f.Name, f))
+	}
+	if m.Setup != nil {
+		m.Setup(h, t)
+	}
+	L.SetGlobal(m.Name, t)
+}
