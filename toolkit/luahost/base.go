@@ -169,13 +169,15 @@ func (h *Host) exit(L *lua.LState) int {
 // tostring reads well; any other error becomes a string with file:line.
 func (h *Host) Raise(L *lua.LState, err error) {
 	var ve *vmerr.Error
-	if !errors.As(err, &ve) {
-		if cause := h.cancelCause(); cause != nil {
-			ve = cause
-		} else {
-			L.RaiseError("%s", err.Error())
-			return
-		}
+	isVM := errors.As(err, &ve)
+	if cause := h.cancelCause(); cause != nil && (!isVM || ve.Kind == vmerr.Cancelled) {
+		// The run was interrupted: say why (signal or --timeout), not just
+		// "context canceled".
+		ve, isVM = cause, true
+	}
+	if !isVM {
+		L.RaiseError("%s", err.Error())
+		return
 	}
 	L.Error(h.ErrorTable(L, ve), 0)
 }
@@ -269,3 +271,5 @@ func luaWhere(L *lua.LState) string {
 	}
 	return ""
 }
+
+func errorAs(err error, target **vmerr.Error) bool { return errors.As(err, target) }

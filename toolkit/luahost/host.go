@@ -56,6 +56,11 @@ type Host struct {
 	cleanups []cleanup
 	exitCode *int
 	metas    map[string]*lua.LTable
+	// names are the VM names used in this run.
+	names map[string]bool
+	// posted are callbacks from background goroutines (console watchers)
+	// waiting to run on the Lua goroutine.
+	posted []func()
 	// current is the qualified name of the host function running now, for
 	// error messages.
 	current string

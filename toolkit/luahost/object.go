@@ -83,6 +83,7 @@ func (h *Host) wrap(qualified string, f Func) *lua.LFunction {
 		if ve := h.cancelCause(); ve != nil {
 			h.Raise(L, ve)
 		}
+		h.drainPosted()
 		prev := h.current
 		h.current = qualified
 		defer func() { h.current = prev }()
@@ -100,4 +101,36 @@ func (h *Host) openModule(m Module) {
 		m.Setup(h, t)
 	}
 	L.SetGlobal(m.Name, t)
+}
+
+// Post queues fn to run on the Lua goroutine at the next host call. Use it
+// from background goroutines that need to call into Lua.
+func (h *Host) Post(fn func()) {
+	h.mu.Lock()
+	h.posted = append(h.posted, fn)
+	h.mu.Unlock()
+}
+
+func (h *Host) drainPosted() {
+	for {
+		h.mu.Lock()
+		fns := h.posted
+		h.posted = nil
+		h.mu.Unlock()
+		if len(fns) == 0 {
+			return
+		}
+		for _, fn := range fns {
+			fn()
+		}
+	}
+}
+
+// callWatcher calls a Lua watch callback; its errors are reported, not raised,
+// since the script is somewhere else by now.
+func (h *Host) callWatcher(fn *lua.LFunction, line string) {
+	if err := h.L.CallByParam(lua.P{Fn: fn, NRet: 0, Protect: true}, lua.LString(line)); err != nil {
+		fmt.Fprintf(h.opt.Stderr, "vmscript: watch callback failed: %v\n", err)
+		h.Event("script", "watch-error", map[string]any{"error": err.Error(), "line": line})
+	}
 }

@@ -1,0 +1,138 @@
+package console
+
+import (
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+)
+
+// watcher is a background pattern matched against every completed line.
+type watcher struct {
+	lit  string
+	re   *regexp.Regexp
+	fail bool
+	fn   func(line string)
+	desc string
+
+	// Guarded by Console.mu.
+	cancelled bool
+	fired     bool
+
+	qmu   sync.Mutex
+	queue []string
+	wake  chan struct{}
+	stop  chan struct{}
+}
+
+// watchFail is a fired fail watcher: the line and where it ended.
+type watchFail struct {
+	w       *watcher
+	line    string
+	textEnd int64
+	rawEnd  int64
+}
+
+func (f *watchFail) end(raw bool) int64 {
+	if raw {
+		return f.rawEnd
+	}
+	return f.textEnd
+}
+
+func (w *watcher) match(line string) bool {
+	if w.re != nil {
+		return w.re.MatchString(line)
+	}
+	return strings.Contains(line, w.lit)
+}
+
+func (w *watcher) enqueue(line string) {
+	w.qmu.Lock()
+	w.queue = append(w.queue, line)
+	w.qmu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop calls fn for queued lines, off the reader goroutine, in order.
+func (w *watcher) loop() {
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-w.wake:
+		}
+		w.qmu.Lock()
+		q := w.queue
+		w.queue = nil
+		w.qmu.Unlock()
+		for _, l := range q {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			w.fn(l)
+		}
+	}
+}
+
+// Watch starts a background watcher on every line completed from now on
+// (including the line in progress), matched as stripped text. A Regex
+// pattern is matched against the line alone.
+//
+// fn, if not nil, is called with each matching line, in order, on a
+// goroutine of the watcher's own (never on the reader), so a slow fn delays
+// only itself.
+//
+// With fail set, the first matching line ends every pending wait on this
+// console at once with kind "watch" and the line, and every later wait too,
+// until cancel is called. A wait whose match lies before the fail line
+// still succeeds. cancel stops the watcher and clears its failure; it is
+// idempotent.
+func (c *Console) Watch(p Pattern, fail bool, fn func(line string)) (cancel func(), err error) {
+	cp, err := compilePatterns([]Pattern{p}, false)
+	if err != nil {
+		return nil, vmerr.Wrap(vmerr.Usage, err, "console %s: watch", c.name).With("vm", c.name)
+	}
+	w := &watcher{lit: string(cp[0].lit), re: cp[0].re, fail: fail, fn: fn, desc: p.String(),
+		wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	// Registering under feedMu makes the start exact: the next Feed sees it.
+	c.feedMu.Lock()
+	c.mu.Lock()
+	ws := make([]*watcher, 0, len(c.watchers)+1)
+	ws = append(ws, c.watchers...)
+	c.watchers = append(ws, w)
+	c.mu.Unlock()
+	c.feedMu.Unlock()
+	if fn != nil {
+		go w.loop()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			w.cancelled = true
+			ws := make([]*watcher, 0, len(c.watchers))
+			for _, o := range c.watchers {
+				if o != w {
+					ws = append(ws, o)
+				}
+			}
+			c.watchers = ws
+			fs := c.fails[:0:0]
+			for _, f := range c.fails {
+				if f.w != w {
+					fs = append(fs, f)
+				}
+			}
+			c.fails = fs
+			c.mu.Unlock()
+			close(w.stop)
+		})
+	}, nil
+}

@@ -1,0 +1,159 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// KVMProbeTimeout bounds the KVM probe: a guest that has not run its boot
+// sector by then is on a KVM too slow to use (under real KVM it takes well
+// under 0.3 s; TCG takes about 0.1 s).
+var KVMProbeTimeout = 1500 * time.Millisecond
+
+// AccelChoice is the outcome of resolving accel "auto".
+type AccelChoice struct {
+	// Accel is "kvm" or "tcg".
+	Accel string
+	// Reason says why, in words for the timeline.
+	Reason string
+	// Probe is how long the probe guest took (0 if none ran).
+	Probe time.Duration
+}
+
+var (
+	probeMu    sync.Mutex
+	probeCache = map[string]AccelChoice{}
+)
+
+// kvmGetAPIVersion is KVM_GET_API_VERSION, _IO(0xAE, 0x00).
+const kvmGetAPIVersion = 0xAE00
+
+// ResolveAccel decides what accel "auto" means on this host for binary (the
+// QEMU program), once per process and binary:
+//
+//  1. /dev/kvm must open read-write and answer KVM_GET_API_VERSION with 12;
+//  2. then a probe guest must run under KVM: QEMU boots a 512-byte boot
+//     sector that writes to an isa-debug-exit port, which makes QEMU exit
+//     with status 33. It must do so within KVMProbeTimeout.
+//
+// The second step exists because a /dev/kvm that opens and answers the API
+// ioctl is not proof that guests run: on nested or emulated KVM (a sandbox
+// that exposes /dev/kvm) SeaBIOS alone took 3 s and a Linux kernel printed
+// nothing in 20 s, against 0.06 s and a booting kernel under TCG.
+func ResolveAccel(ctx context.Context, binary string) AccelChoice {
+	if binary == "" {
+		binary = DefaultBinary
+	}
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	if c, ok := probeCache[binary]; ok {
+		return c
+	}
+	c := resolveAccel(ctx, binary)
+	if ctx.Err() == nil {
+		probeCache[binary] = c
+	}
+	return c
+}
+
+func resolveAccel(ctx context.Context, binary string) AccelChoice {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm unusable (%v)", err)}
+	}
+	v, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), kvmGetAPIVersion, 0)
+	f.Close()
+	if errno != 0 {
+		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm: KVM_GET_API_VERSION failed (%v)", errno)}
+	}
+	if v != 12 {
+		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm: KVM API version %d, want 12", v)}
+	}
+	d, err := probeKVM(ctx, binary)
+	if err != nil {
+		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm opens (API 12) but %v", err), Probe: d}
+	}
+	return AccelChoice{Accel: "kvm", Reason: fmt.Sprintf("/dev/kvm usable: probe guest ran under KVM in %s", d.Round(time.Millisecond)), Probe: d}
+}
+
+// probeSector is a boot sector: mov al,0x10; out 0xf4,al; hlt; jmp $.
+// isa-debug-exit turns the write of 0x10 into exit status (0x10<<1)|1 = 33.
+func probeSector() []byte {
+	b := make([]byte, 512)
+	copy(b, []byte{0xB0, 0x10, 0xE6, 0xF4, 0xF4, 0xEB, 0xFE})
+	b[510], b[511] = 0x55, 0xAA
+	return b
+}
+
+// probeKVM runs the boot sector under KVM and reports how long it took.
+func probeKVM(ctx context.Context, binary string) (time.Duration, error) {
+	dir, err := os.MkdirTemp("", "vms-probe-")
+	if err != nil {
+		return 0, fmt.Errorf("probe: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "boot.img")
+	if err := os.WriteFile(img, probeSector(), 0o644); err != nil {
+		return 0, fmt.Errorf("probe: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, KVMProbeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary,
+		"-accel", "kvm", "-machine", "pc", "-nodefaults", "-no-user-config",
+		"-display", "none", "-m", "16", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+		"-drive", "file="+qemuEscape(img)+",format=raw,if=ide,snapshot=on")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var stderr limitedBuffer
+	stderr.max = 4096
+	cmd.Stderr = &stderr
+	// Pdeathsig follows the forking thread: keep it alive for the run.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	t0 := time.Now()
+	err = cmd.Run()
+	d := time.Since(t0)
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee) && ee.ExitCode() == 33:
+		return d, nil
+	case ctx.Err() != nil:
+		return d, fmt.Errorf("the probe guest did not run its boot sector within %s under KVM (KVM too slow or broken)", KVMProbeTimeout)
+	case err == nil:
+		return d, fmt.Errorf("the probe QEMU exited 0 without running the boot sector")
+	default:
+		return d, fmt.Errorf("the probe QEMU failed under KVM: %v: %s", err, stderr.String())
+	}
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - len(l.b); room > 0 {
+		if len(p) < room {
+			room = len(p)
+		}
+		l.b = append(l.b, p[:room]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}

@@ -1,0 +1,566 @@
+// Package qemu starts and owns QEMU processes: it builds the command line
+// from a Config, starts QEMU paused (-S) with its serial console and QMP on
+// unix sockets in a short private directory, speaks QMP with its own client
+// (any reply size, ids, deadlines, every event kept and written to the run's
+// timeline), and makes sure no QEMU outlives vmscript (process group plus
+// Pdeathsig from a locked OS thread).
+//
+// The life of a VM:
+//
+//	vm, err := qemu.Start(ctx, cfg)   // QEMU runs paused; serial and QMP connected
+//	con.Attach(vm.Serial())           // the console holds byte 0
+//	err = vm.Cont(ctx)                // the guest starts
+//	…
+//	vm.Stop(10 * time.Second)         // quit via QMP, SIGKILL after the grace
+package qemu
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+)
+
+// Defaults applied to an empty Config field.
+const (
+	// DefaultMemory is the guest RAM when Config.Memory is empty.
+	DefaultMemory = "1G"
+	// DefaultMachine is the machine type when Config.Machine is empty.
+	DefaultMachine = "pc"
+	// DefaultBinary is the QEMU program when Config.Binary is empty.
+	DefaultBinary = "qemu-system-x86_64"
+	// DefaultName is the VM name when Config.Name is empty.
+	DefaultName = "vm"
+)
+
+// Firmware files of Debian's ovmf package. OVMFCode and OVMFVars in Config
+// override them.
+var (
+	// DefaultOVMFCode is the firmware code, attached read-only.
+	DefaultOVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	// DefaultOVMFVars is the variable store template; each VM gets a
+	// private copy in its Dir.
+	DefaultOVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// maxSocketPath is the longest unix socket path the kernel accepts
+// (sun_path is 108 bytes including the terminating NUL).
+const maxSocketPath = 107
+
+// Disk is one disk image attached to the VM.
+type Disk struct {
+	// Path is the image file. It must exist.
+	Path string
+	// Format is the image format ("raw", "qcow2", …). Empty means: qcow2 if
+	// the file starts with the qcow2 magic, else raw.
+	Format string
+	// Interface is "virtio" (default) or "ide".
+	Interface string
+	// Snapshot, when nil or true, attaches the image with snapshot=on so that
+	// the guest's writes go to a temporary layer and the image is never
+	// written. Set it to false explicitly to let the guest write the image.
+	Snapshot *bool
+}
+
+// Forward is a host-to-guest port forward of user-mode networking.
+type Forward struct {
+	// Proto is "tcp" (default) or "udp".
+	Proto string
+	// HostAddr is the host address to listen on; default 127.0.0.1.
+	HostAddr string
+	// HostPort is the host port; 0 lets QEMU bind an ephemeral port, which
+	// Start reads back (VM.Forwards reports it).
+	HostPort int
+	// GuestPort is the guest port the forward reaches on 10.0.2.15.
+	GuestPort int
+}
+
+// Config describes one VM. The zero value of every field has a sensible
+// default; see Validate for the combinations that are refused.
+type Config struct {
+	// Name names the VM in the timeline and in file names in the run
+	// directory; letters, digits, '.', '_' and '-'. Default "vm".
+	Name string
+	// Memory is the guest RAM: "1G", "512M", "2048" (MiB). Default 1G.
+	Memory string
+	// CPUs is the number of virtual CPUs; default 1.
+	CPUs int
+	// Machine is the QEMU machine type. Default "pc" (i440FX): QEMU's own
+	// default, so the command line matches what a person runs by hand, with
+	// the IDE controller -cdrom and legacy boot media expect; "q35" is fine
+	// too.
+	Machine string
+	// Accel is "auto" (default: KVM when /dev/kvm is usable and fast, else
+	// TCG), "kvm" or "tcg".
+	Accel string
+	// Firmware is "bios" (SeaBIOS, default) or "uefi" (OVMF).
+	Firmware string
+	// OVMFCode and OVMFVars override the OVMF files for firmware "uefi".
+	OVMFCode, OVMFVars string
+	// ISO is attached as an IDE CD-ROM.
+	ISO string
+	// Kernel, Initrd and Append boot a kernel directly (-kernel, -initrd,
+	// -append).
+	Kernel, Initrd, Append string
+	// Disks are attached in order.
+	Disks []Disk
+	// Boot is the boot order of the firmware: letters c (disk), d (CD-ROM),
+	// n (network), e.g. "dc". Empty leaves QEMU's default.
+	Boot string
+	// Net is "user" (default: QEMU user-mode networking on a virtio NIC) or
+	// "none".
+	Net string
+	// Forwards are host-to-guest port forwards (user networking only).
+	Forwards []Forward
+	// NetUserExtra is appended to the -netdev user option, e.g.
+	// "bootfile=tftp://10.0.2.2:PORT/pxelinux.0".
+	NetUserExtra string
+	// MAC is the NIC's address; default derived stably from Name (see
+	// DeriveMAC).
+	MAC string
+	// SerialBIOS mirrors the text output of SeaBIOS and option ROMs (iPXE)
+	// to the serial port (fw_cfg etc/sercon-port), so boot-loader messages
+	// reach the console log. BIOS firmware only.
+	SerialBIOS bool
+	// SerialLog, if set, is a file QEMU itself writes every serial byte to
+	// (chardev logfile=), a second safety net beside the console's log.
+	SerialLog string
+	// QEMUArgs are appended to the command line as they are.
+	QEMUArgs []string
+	// Binary is the QEMU program; default qemu-system-x86_64.
+	Binary string
+	// Dir is the private directory for sockets and the OVMF variable store.
+	// Unix socket paths are limited to 107 bytes, so it must be short; Start
+	// makes a fresh one under /tmp when it is empty and removes it when QEMU
+	// has exited.
+	Dir string
+	// Run is the run whose timeline and directory receive the VM's events,
+	// command line and stderr. It may be nil (then stderr goes to Dir).
+	Run *journal.Run
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	memRE     = regexp.MustCompile(`^([0-9]+)\s*([KMGT]?)(I?B)?$`)
+	macRE     = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
+	formatRE  = regexp.MustCompile(`^[a-z0-9]+$`)
+	machineRE = regexp.MustCompile(`^[A-Za-z0-9._,=-]+$`)
+)
+
+// withDefaults returns c with every empty field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Memory == "" {
+		c.Memory = DefaultMemory
+	}
+	if c.CPUs == 0 {
+		c.CPUs = 1
+	}
+	if c.Machine == "" {
+		c.Machine = DefaultMachine
+	}
+	if c.Accel == "" {
+		c.Accel = "auto"
+	}
+	if c.Firmware == "" {
+		c.Firmware = "bios"
+	}
+	if c.Net == "" {
+		c.Net = "user"
+	}
+	if c.Binary == "" {
+		c.Binary = DefaultBinary
+	}
+	if c.OVMFCode == "" {
+		c.OVMFCode = DefaultOVMFCode
+	}
+	if c.OVMFVars == "" {
+		c.OVMFVars = DefaultOVMFVars
+	}
+	if c.MAC == "" && c.Net == "user" {
+		c.MAC = DeriveMAC(c.Name)
+	}
+	fw := make([]Forward, len(c.Forwards))
+	for i, f := range c.Forwards {
+		if f.Proto == "" {
+			f.Proto = "tcp"
+		}
+		if f.HostAddr == "" {
+			f.HostAddr = "127.0.0.1"
+		}
+		fw[i] = f
+	}
+	c.Forwards = fw
+	disks := make([]Disk, len(c.Disks))
+	for i, d := range c.Disks {
+		if d.Interface == "" {
+			d.Interface = "virtio"
+		}
+		disks[i] = d
+	}
+	c.Disks = disks
+	return c
+}
+
+// DeriveMAC returns the MAC address Start gives a VM of this name when none is
+// set: 52:54:00 (QEMU's prefix) followed by three bytes of SHA-256(name). The
+// same name always gets the same address.
+func DeriveMAC(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+}
+
+// ParseMemory converts a memory size ("1G", "512M", "2048" MiB, "1GiB") to
+// MiB.
+func ParseMemory(s string) (int, error) {
+	m := memRE.FindStringSubmatch(strings.ToUpper(strings.TrimSpace(s)))
+	if m == nil {
+		return 0, fmt.Errorf("bad size %q (want e.g. 512M or 2G)", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q: %v", s, err)
+	}
+	var mib int64
+	switch m[2] {
+	case "K":
+		if n%1024 != 0 {
+			return 0, fmt.Errorf("bad size %q: not a whole number of MiB", s)
+		}
+		mib = n / 1024
+	case "", "M":
+		mib = n
+	case "G":
+		mib = n * 1024
+	case "T":
+		mib = n * 1024 * 1024
+	}
+	if mib < 16 || mib > 1<<22 {
+		return 0, fmt.Errorf("size %q out of range (16M to 4T)", s)
+	}
+	return int(mib), nil
+}
+
+// usage returns a vmerr usage error whose message starts with the option.
+func usage(option, format string, a ...any) error {
+	return vmerr.New(vmerr.Usage, "qemu: %s: %s", option, fmt.Sprintf(format, a...)).With("option", option)
+}
+
+func notFound(option, path string, err error) error {
+	return vmerr.Wrap(vmerr.NotFound, err, "qemu: %s", option).With("option", option).With("path", path)
+}
+
+// Validate checks the configuration and reports the first problem as a
+// vmerr error (kind "usage", or "notfound" for missing files) whose message
+// names the option: an unknown value, an option that needs another
+// (initrd or append without kernel, forwards without user networking, a
+// boot order naming media that are not there), a missing file, a bad
+// memory size, or UEFI firmware that is not installed.
+func (c Config) Validate() error {
+	return c.withDefaults().validate(true)
+}
+
+func (c Config) validate(checkBinary bool) error {
+	if !nameRE.MatchString(c.Name) {
+		return usage("name", "%q: use letters, digits, '.', '_' and '-'", c.Name)
+	}
+	mib, err := ParseMemory(c.Memory)
+	if err != nil {
+		return usage("memory", "%v", err)
+	}
+	if c.CPUs < 1 || c.CPUs > 64 {
+		return usage("cpus", "%d: want 1 to 64", c.CPUs)
+	}
+	if !machineRE.MatchString(c.Machine) {
+		return usage("machine", "%q is not a machine type", c.Machine)
+	}
+	switch c.Accel {
+	case "auto", "kvm", "tcg":
+	default:
+		return usage("accel", "%q: want auto, kvm or tcg", c.Accel)
+	}
+	switch c.Firmware {
+	case "bios":
+	case "uefi":
+		if mib < 1024 {
+			return usage("memory", "%s is too little for firmware uefi: OVMF needs at least 1G (GRUB under OVMF fails with 256M)", c.Memory)
+		}
+		if c.SerialBIOS {
+			return usage("serial_bios", "works only with firmware bios (SeaBIOS), not uefi")
+		}
+		for _, f := range []struct{ opt, path string }{{"ovmf_code", c.OVMFCode}, {"ovmf_vars", c.OVMFVars}} {
+			if _, err := os.Stat(f.path); err != nil {
+				return vmerr.Wrap(vmerr.NotFound, err, "qemu: %s: firmware uefi needs %s (package ovmf)", f.opt, f.path).With("option", f.opt).With("path", f.path)
+			}
+		}
+	default:
+		return usage("firmware", "%q: want bios or uefi", c.Firmware)
+	}
+	if c.ISO != "" {
+		if err := regularFile(c.ISO); err != nil {
+			return notFound("iso", c.ISO, err)
+		}
+	}
+	if c.Kernel != "" {
+		if err := regularFile(c.Kernel); err != nil {
+			return notFound("kernel", c.Kernel, err)
+		}
+	}
+	if c.Initrd != "" {
+		if c.Kernel == "" {
+			return usage("initrd", "needs kernel (an initrd is only loaded with a directly booted kernel)")
+		}
+		if err := regularFile(c.Initrd); err != nil {
+			return notFound("initrd", c.Initrd, err)
+		}
+	}
+	if c.Append != "" && c.Kernel == "" {
+		return usage("append", "needs kernel (the command line is only passed to a directly booted kernel)")
+	}
+	for i, d := range c.Disks {
+		opt := fmt.Sprintf("disks[%d]", i+1)
+		if d.Path == "" {
+			return usage(opt+".path", "is empty")
+		}
+		if err := regularFile(d.Path); err != nil {
+			return notFound(opt+".path", d.Path, err)
+		}
+		if d.Format != "" && !formatRE.MatchString(d.Format) {
+			return usage(opt+".format", "%q is not an image format", d.Format)
+		}
+		switch d.Interface {
+		case "virtio", "ide":
+		default:
+			return usage(opt+".interface", "%q: want virtio or ide", d.Interface)
+		}
+	}
+	switch c.Net {
+	case "user":
+		if !macRE.MatchString(c.MAC) {
+			return usage("mac", "%q: want six hex bytes like 52:54:00:12:34:56", c.MAC)
+		}
+		if b, _ := strconv.ParseUint(c.MAC[:2], 16, 8); b&1 != 0 {
+			return usage("mac", "%q is a multicast address (the first byte must be even)", c.MAC)
+		}
+	case "none":
+		if len(c.Forwards) > 0 {
+			return usage("forwards", "need net user (net is none)")
+		}
+		if c.NetUserExtra != "" {
+			return usage("net_user_extra", "needs net user (net is none)")
+		}
+		if c.MAC != "" {
+			return usage("mac", "needs a NIC (net is none)")
+		}
+	default:
+		return usage("net", "%q: want user or none", c.Net)
+	}
+	if strings.ContainsAny(c.NetUserExtra, " \t\n") {
+		return usage("net_user_extra", "%q contains white space; it is a comma-separated -netdev user option list", c.NetUserExtra)
+	}
+	for i, f := range c.Forwards {
+		opt := fmt.Sprintf("forwards[%d]", i+1)
+		if f.Proto != "tcp" && f.Proto != "udp" {
+			return usage(opt+".proto", "%q: want tcp or udp", f.Proto)
+		}
+		if ip := net.ParseIP(f.HostAddr); ip == nil || ip.To4() == nil {
+			return usage(opt+".host_addr", "%q is not an IPv4 address", f.HostAddr)
+		}
+		if f.HostPort < 0 || f.HostPort > 65535 {
+			return usage(opt+".host_port", "%d: want 0 (ephemeral) to 65535", f.HostPort)
+		}
+		if f.GuestPort < 1 || f.GuestPort > 65535 {
+			return usage(opt+".guest_port", "%d: want 1 to 65535", f.GuestPort)
+		}
+	}
+	if c.Boot != "" {
+		if c.Kernel != "" {
+			return usage("boot", "has no effect when kernel is set (the kernel is booted directly)")
+		}
+		for _, b := range c.Boot {
+			switch b {
+			case 'c':
+				if len(c.Disks) == 0 {
+					return usage("boot", "%q: c (disk) but no disks", c.Boot)
+				}
+			case 'd':
+				if c.ISO == "" {
+					return usage("boot", "%q: d (CD-ROM) but no iso", c.Boot)
+				}
+			case 'n':
+				if c.Net == "none" {
+					return usage("boot", "%q: n (network) but net is none", c.Boot)
+				}
+			default:
+				return usage("boot", "%q: letter %q; want c (disk), d (CD-ROM) or n (network)", c.Boot, b)
+			}
+		}
+	}
+	if c.Dir != "" {
+		if p := filepath.Join(c.Dir, qmpSocket); len(p) > maxSocketPath {
+			return usage("dir", "%q is too long for unix sockets (%d bytes with %s; the limit is %d)", c.Dir, len(p), qmpSocket, maxSocketPath)
+		}
+	}
+	if checkBinary {
+		if _, err := exec.LookPath(c.Binary); err != nil {
+			return notFound("binary", c.Binary, err)
+		}
+	}
+	return nil
+}
+
+func regularFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return errors.New("is a directory")
+	}
+	return nil
+}
+
+// Names of the files Start creates in Dir.
+const (
+	qmpSocket    = "qmp.sock"
+	serialSocket = "serial.sock"
+	varsFile     = "OVMF_VARS.fd"
+	serconFile   = "sercon-port.bin"
+)
+
+// qemuEscape doubles commas, which QEMU's option syntax uses as separators.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// diskFormat returns d's format, sniffing the qcow2 magic when it is empty.
+func diskFormat(d Disk) string {
+	if d.Format != "" {
+		return d.Format
+	}
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return "raw"
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	if n, _ := f.Read(magic); n == 4 && string(magic) == "QFI\xfb" {
+		return "qcow2"
+	}
+	return "raw"
+}
+
+// Args returns QEMU's command line for c, starting with the binary. It is
+// deterministic: Start resolves accel "auto" to kvm or tcg and forwards with
+// host port 0 stay 0 (QEMU binds an ephemeral port that Start reads back).
+// An unresolved "auto" becomes "-accel kvm -accel tcg" (QEMU's own fallback,
+// which does not notice a KVM too slow to use). Dir must be set.
+func (c Config) Args() ([]string, error) {
+	c = c.withDefaults()
+	if err := c.validate(false); err != nil {
+		return nil, err
+	}
+	if c.Dir == "" {
+		return nil, usage("dir", "is empty; Args needs the directory of the sockets (Start makes one)")
+	}
+	mib, _ := ParseMemory(c.Memory)
+	a := []string{c.Binary,
+		"-name", c.Name,
+		"-nodefaults", "-no-user-config",
+		"-S",
+		"-machine", c.Machine,
+	}
+	switch c.Accel {
+	case "auto":
+		a = append(a, "-accel", "kvm", "-accel", "tcg")
+	default:
+		a = append(a, "-accel", c.Accel)
+	}
+	a = append(a,
+		"-m", strconv.Itoa(mib),
+		"-smp", strconv.Itoa(c.CPUs),
+		"-display", "none",
+		"-vga", "std",
+	)
+	if c.Firmware == "uefi" {
+		a = append(a,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+qemuEscape(c.OVMFCode),
+			"-drive", "if=pflash,format=raw,unit=1,file="+qemuEscape(filepath.Join(c.Dir, varsFile)),
+		)
+	}
+	if c.SerialBIOS {
+		a = append(a, "-fw_cfg", "name=etc/sercon-port,file="+qemuEscape(filepath.Join(c.Dir, serconFile)))
+	}
+	ser := "socket,id=ser0,path=" + qemuEscape(filepath.Join(c.Dir, serialSocket)) + ",server=on,wait=on"
+	if c.SerialLog != "" {
+		ser += ",logfile=" + qemuEscape(c.SerialLog) + ",logappend=on"
+	}
+	a = append(a,
+		"-chardev", ser,
+		"-serial", "chardev:ser0",
+		"-qmp", "unix:"+qemuEscape(filepath.Join(c.Dir, qmpSocket))+",server=on,wait=off",
+	)
+	if c.Net == "user" {
+		nd := "user,id=n0"
+		for _, f := range c.Forwards {
+			nd += fmt.Sprintf(",hostfwd=%s:%s:%d-:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
+		}
+		if c.NetUserExtra != "" {
+			nd += "," + c.NetUserExtra
+		}
+		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=n0,mac="+strings.ToLower(c.MAC))
+	}
+	if c.ISO != "" {
+		a = append(a, "-drive", "file="+qemuEscape(c.ISO)+",format=raw,if=ide,index=2,media=cdrom,readonly=on")
+	}
+	for _, d := range c.Disks {
+		opt := "file=" + qemuEscape(d.Path) + ",format=" + diskFormat(d) + ",if=" + d.Interface
+		if d.Snapshot == nil || *d.Snapshot {
+			opt += ",snapshot=on"
+		}
+		a = append(a, "-drive", opt)
+	}
+	if c.Kernel != "" {
+		a = append(a, "-kernel", c.Kernel)
+		if c.Initrd != "" {
+			a = append(a, "-initrd", c.Initrd)
+		}
+		if c.Append != "" {
+			a = append(a, "-append", c.Append)
+		}
+	}
+	if c.Boot != "" {
+		a = append(a, "-boot", "order="+c.Boot)
+	}
+	a = append(a, c.QEMUArgs...)
+	return a, nil
+}
+
+// ShellQuote renders argv as one line a POSIX shell runs as the same command.
+func ShellQuote(argv []string) string {
+	var b strings.Builder
+	for i, s := range argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if s != "" && strings.IndexFunc(s, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,+@%", r))
+		}) < 0 {
+			b.WriteString(s)
+			continue
+		}
+		b.WriteByte('\'')
+		b.WriteString(strings.ReplaceAll(s, "'", `'\''`))
+		b.WriteByte('\'')
+	}
+	return b.String()
+}
