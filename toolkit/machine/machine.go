@@ -90,4 +90,3 @@ func (m *Machine) Stop(grace time.Duration) {
 	m.VM.Stop(grace)
 	<-m.Console.Done()
 }
-
