@@ -139,8 +139,31 @@ func (h *Host) qemuConfig(L *lua.LState) qemu.Config {
 	} else if o.Has("forwards") {
 		h.Errorf(L, vmerr.Usage, "%s: option \"forwards\" must be a list", fn)
 	}
+	if nb := o.Get("netboot"); nb != lua.LNil {
+		target, ok := nb.(*lua.LUserData)
+		var src NetbootSource
+		if ok {
+			src, ok = target.Value.(NetbootSource)
+		}
+		if !ok {
+			h.Errorf(L, vmerr.Usage, "%s: option \"netboot\" must be a server from netboot.serve, got %s", fn, nb.Type())
+		}
+		if err := src.ConfigureNetboot(&cfg, o.String("bootfile", "")); err != nil {
+			h.Raise(L, err)
+		}
+	} else if o.Has("bootfile") {
+		h.Errorf(L, vmerr.Usage, "%s: option \"bootfile\" needs netboot", fn)
+	}
 	o.Done()
 	return cfg
+}
+
+// NetbootSource is a Lua object that can serve a VM's network boot (the
+// server from netboot.serve): it fills in the QEMU configuration, e.g.
+// `bootfile=tftp://10.0.2.2:PORT/pxelinux.0` on user networking and boot
+// order "n", for the given bootfile ("" means the source's default).
+type NetbootSource interface {
+	ConfigureNetboot(cfg *qemu.Config, bootfile string) error
 }
 
 func (h *Host) startVM(L *lua.LState) int {

@@ -64,6 +64,8 @@ var registry struct {
 	sync.Mutex
 	modules map[string]Module
 	classes map[string]Class
+	// extensions are methods added to a class by ExtendClass.
+	extensions map[string][]Func
 }
 
 // Register adds a module to every Host created afterwards. Bindings call it
@@ -108,6 +110,19 @@ func checkFuncs(owner string, fns []Func) {
 	}
 }
 
+// ExtendClass adds methods to a class registered elsewhere (or later), so a
+// binding file can give `vm` its own methods (vm:ssh in the ssh binding,
+// vm:login in the shell binding) without editing the file that registered
+// `vm`. Bindings call it from init.
+func ExtendClass(name string, methods ...Func) {
+	registry.Lock()
+	defer registry.Unlock()
+	if registry.extensions == nil {
+		registry.extensions = map[string][]Func{}
+	}
+	registry.extensions[name] = append(registry.extensions[name], methods...)
+}
+
 // Modules returns the registered modules sorted by name.
 func Modules() []Module {
 	registry.Lock()
@@ -126,7 +141,7 @@ func Classes() []Class {
 	defer registry.Unlock()
 	out := make([]Class, 0, len(registry.classes))
 	for _, c := range registry.classes {
-		out = append(out, c)
+		out = append(out, withExtensions(c))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -136,5 +151,17 @@ func classByName(name string) (Class, bool) {
 	registry.Lock()
 	defer registry.Unlock()
 	c, ok := registry.classes[name]
-	return c, ok
+	return withExtensions(c), ok
+}
+
+// withExtensions returns c with the methods added by ExtendClass; the caller
+// holds the registry lock.
+func withExtensions(c Class) Class {
+	ext := registry.extensions[c.Name]
+	if len(ext) == 0 {
+		return c
+	}
+	c.Methods = append(append([]Func(nil), c.Methods...), ext...)
+	checkFuncs(c.Name, c.Methods)
+	return c
 }
