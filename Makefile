@@ -1,0 +1,45 @@
+# vmscript — see README.md. The two commands: `make demo` and `make test`.
+GO       ?= go
+BIN      ?= bin/vmscript
+STATICCHECK_VERSION = v0.8.2
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: all build deps lab demo test test-short vet lint bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vmscript
+
+## deps: install the Debian packages the host needs (QEMU, OVMF, iPXE, grub, …)
+deps:
+	lab/install-host-deps
+
+## lab: build the lab guests into the cache (reused when unchanged)
+lab: build
+	$(BIN) lab build all
+
+## demo: install what is missing, build the lab, run the demo investigation
+demo: deps lab
+	$(BIN) run scripts/demo.lua
+
+## test: the whole suite (end-to-end tests boot real VMs)
+test:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@test -x $(GOBIN_DIR)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN_DIR)/staticcheck ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: build
+	$(GO) run ./bench -out bench/REPORT.md
+
+clean:
+	rm -rf bin
