@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -72,13 +73,17 @@ func (h *Host) qemuConfig(L *lua.LState) qemu.Config {
 		Initrd:       o.String("initrd", ""),
 		Append:       o.String("append", ""),
 		Boot:         o.String("boot", ""),
-		Net:          o.String("net", ""),
 		MAC:          o.String("mac", ""),
 		SerialBIOS:   o.Bool("serial_bios", false),
 		QEMUArgs:     o.StringList("qemu_args"),
 		Binary:       o.String("binary", ""),
 		NetUserExtra: o.String("net_user_extra", ""),
+		SerialLog:    o.String("serial_log", ""),
 		Run:          h.opt.Run,
+	}
+	h.netOpts(L, o, &cfg) // "net" (a string or a lan) and "nics": mod_lan.go
+	if cfg.SerialLog != "" && !filepath.IsAbs(cfg.SerialLog) && h.opt.Run != nil {
+		cfg.SerialLog = h.opt.Run.Path(cfg.SerialLog)
 	}
 	if name := o.String("lab", ""); name != "" {
 		img, err := lab.Lookup(name, lab.Options{})

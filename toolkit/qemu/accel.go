@@ -2,12 +2,14 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -57,11 +59,108 @@ func ResolveAccel(ctx context.Context, binary string) AccelChoice {
 	if c, ok := probeCache[binary]; ok {
 		return c
 	}
+	key := probeKey(binary)
+	if c, ok := loadProbe(key); ok {
+		probeCache[binary] = c
+		return c
+	}
 	c := resolveAccel(ctx, binary)
 	if ctx.Err() == nil {
 		probeCache[binary] = c
+		saveProbe(key, c)
 	}
 	return c
+}
+
+// probeCacheFile keeps the probe's verdict across processes: the KVM probe
+// costs up to KVMProbeTimeout, which would otherwise be paid by every run.
+// The verdict is keyed by the boot (boot_id), the kernel and the QEMU binary,
+// so a reboot, a kernel or QEMU upgrade, or a changed /dev/kvm probes again.
+func probeCacheFile() string {
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" {
+			return ""
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "vmscript", "accel-probe.json")
+}
+
+func probeKey(binary string) string {
+	path, err := exec.LookPath(binary)
+	if err != nil {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	release, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	kvm := "absent"
+	if st, err := os.Stat("/dev/kvm"); err == nil {
+		kvm = st.Mode().String()
+	}
+	return fmt.Sprintf("%s|%d|%d|%s|%s|%s", path, fi.Size(), fi.ModTime().UnixNano(),
+		strings.TrimSpace(string(bootID)), strings.TrimSpace(string(release)), kvm)
+}
+
+type savedProbe struct {
+	Key    string      `json:"key"`
+	Choice AccelChoice `json:"choice"`
+	At     time.Time   `json:"at"`
+}
+
+func loadProbe(key string) (AccelChoice, bool) {
+	file := probeCacheFile()
+	if key == "" || file == "" {
+		return AccelChoice{}, false
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return AccelChoice{}, false
+	}
+	var saved []savedProbe
+	if json.Unmarshal(data, &saved) != nil {
+		return AccelChoice{}, false
+	}
+	for _, s := range saved {
+		if s.Key == key {
+			c := s.Choice
+			c.Reason += fmt.Sprintf(" (probe of %s, cached in %s)", s.At.Format(time.RFC3339), file)
+			c.Probe = 0
+			return c, true
+		}
+	}
+	return AccelChoice{}, false
+}
+
+func saveProbe(key string, c AccelChoice) {
+	file := probeCacheFile()
+	if key == "" || file == "" {
+		return
+	}
+	var saved []savedProbe
+	if data, err := os.ReadFile(file); err == nil {
+		_ = json.Unmarshal(data, &saved)
+	}
+	kept := saved[:0]
+	for _, s := range saved {
+		if s.Key != key && len(kept) < 15 {
+			kept = append(kept, s)
+		}
+	}
+	kept = append(kept, savedProbe{Key: key, Choice: c, At: time.Now()})
+	data, err := json.Marshal(kept)
+	if err != nil || os.MkdirAll(filepath.Dir(file), 0o755) != nil {
+		return
+	}
+	tmp := file + fmt.Sprintf(".%d.tmp", os.Getpid())
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, file)
+	}
 }
 
 func resolveAccel(ctx context.Context, binary string) AccelChoice {

@@ -125,8 +125,12 @@ type Config struct {
 	// "bootfile=tftp://10.0.2.2:PORT/pxelinux.0".
 	NetUserExtra string
 	// MAC is the NIC's address; default derived stably from Name (see
-	// DeriveMAC).
+	// DeriveMAC). With Net "none" it is the address of NICs[0].
 	MAC string
+	// NICs are more network cards (LAN ports, a user-mode NIC at a chosen
+	// place), after the one of Net "user". With NICs, an empty Net means
+	// "none". See NIC.
+	NICs []NIC
 	// SerialBIOS mirrors the text output of SeaBIOS and option ROMs (iPXE)
 	// to the serial port (fw_cfg etc/sercon-port), so boot-loader messages
 	// reach the console log. BIOS firmware only.
@@ -178,6 +182,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Net == "" {
 		c.Net = "user"
+		if len(c.NICs) > 0 {
+			c.Net = "none"
+		}
 	}
 	if c.Binary == "" {
 		c.Binary = DefaultBinary
@@ -191,6 +198,7 @@ func (c Config) withDefaults() Config {
 	if c.MAC == "" && c.Net == "user" {
 		c.MAC = DeriveMAC(c.Name)
 	}
+	c = c.withNICDefaults()
 	fw := make([]Forward, len(c.Forwards))
 	for i, f := range c.Forwards {
 		if f.Proto == "" {
@@ -354,17 +362,20 @@ func (c Config) validate(checkBinary bool) error {
 			return usage("mac", "%q is a multicast address (the first byte must be even)", c.MAC)
 		}
 	case "none":
-		if len(c.Forwards) > 0 {
+		if len(c.Forwards) > 0 && !c.hasUserNIC() {
 			return usage("forwards", "need net user (net is none)")
 		}
-		if c.NetUserExtra != "" {
+		if c.NetUserExtra != "" && !c.hasUserNIC() {
 			return usage("net_user_extra", "needs net user (net is none)")
 		}
-		if c.MAC != "" {
+		if c.MAC != "" && len(c.NICs) == 0 {
 			return usage("mac", "needs a NIC (net is none)")
 		}
 	default:
 		return usage("net", "%q: want user or none", c.Net)
+	}
+	if err := c.validateNICs(); err != nil {
+		return err
 	}
 	if strings.ContainsAny(c.NetUserExtra, " \t\n") {
 		return usage("net_user_extra", "%q contains white space; it is a comma-separated -netdev user option list", c.NetUserExtra)
@@ -399,7 +410,7 @@ func (c Config) validate(checkBinary bool) error {
 					return usage("boot", "%q: d (CD-ROM) but no iso", c.Boot)
 				}
 			case 'n':
-				if c.Net == "none" {
+				if c.Net == "none" && len(c.NICs) == 0 {
 					return usage("boot", "%q: n (network) but net is none", c.Boot)
 				}
 			default:
@@ -510,15 +521,9 @@ func (c Config) Args() ([]string, error) {
 		"-qmp", "unix:"+qemuEscape(filepath.Join(c.Dir, qmpSocket))+",server=on,wait=off",
 	)
 	if c.Net == "user" {
-		nd := "user,id=n0"
-		for _, f := range c.Forwards {
-			nd += fmt.Sprintf(",hostfwd=%s:%s:%d-:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
-		}
-		if c.NetUserExtra != "" {
-			nd += "," + c.NetUserExtra
-		}
-		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=n0,mac="+strings.ToLower(c.MAC))
+		a = append(a, "-netdev", c.userNetdev("n0"), "-device", "virtio-net-pci,netdev=n0,mac="+strings.ToLower(c.MAC))
 	}
+	a = append(a, c.nicArgs()...)
 	if c.ISO != "" {
 		a = append(a, "-drive", "file="+qemuEscape(c.ISO)+",format=raw,if=ide,index=2,media=cdrom,readonly=on")
 	}

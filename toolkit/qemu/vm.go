@@ -117,6 +117,9 @@ func shortTempParent() string {
 func Start(ctx context.Context, cfg Config) (*VM, error) {
 	t0 := time.Now()
 	cfg = cfg.withDefaults()
+	// The NICs' files go to QEMU; ours are closed however Start ends.
+	var nicFiles []*os.File
+	defer func() { closeFiles(nicFiles); cfg.closeNICFiles() }()
 	if err := cfg.validate(true); err != nil {
 		return nil, err
 	}
@@ -194,6 +197,9 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		return fail(err)
 	}
 	v.argv = argv
+	if nicFiles, err = cfg.openNICs(); err != nil {
+		return fail(err)
+	}
 
 	// The command line, for a person to rerun, and the stderr log.
 	var stderr *os.File
@@ -224,6 +230,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.ExtraFiles = nicFiles // fds 3, 4, … as in nicArgs
 	v.cmd = cmd
 	startErr := make(chan error, 1)
 	go func() {

@@ -1,0 +1,475 @@
+package lan
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+)
+
+func newTestLAN(t *testing.T, cfg Config) (*LAN, *journal.Run) {
+	t.Helper()
+	run, err := journal.New(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Close() })
+	cfg.Run = run
+	l, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, run
+}
+
+func types(evs []Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, e.Dir+":"+e.Type)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestDHCPExchangeLoggedInOrder(t *testing.T) {
+	l, run := newTestLAN(t, Config{Name: "t1", DHCP: true, NAT: true})
+	ctx := testCtx(t, 20*time.Second)
+	n := attachFake(t, l, "vm1", "52:54:00:00:00:01")
+	offer, ack := n.lease(ctx, "guest1")
+	if ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %s, want ACK", ack.MessageType())
+	}
+	if !offer.YourIPAddr.Equal(ack.YourIPAddr) || !ack.YourIPAddr.Equal(net.IPv4(10, 0, 3, 100)) {
+		t.Fatalf("offer %s ack %s, want 10.0.3.100", offer.YourIPAddr, ack.YourIPAddr)
+	}
+	if r := ack.Router(); len(r) != 1 || !r[0].Equal(net.IPv4(10, 0, 3, 1)) {
+		t.Errorf("router option %v", r)
+	}
+	if d := ack.DNS(); len(d) != 1 || !d[0].Equal(net.IPv4(10, 0, 3, 1)) {
+		t.Errorf("dns option %v", d)
+	}
+	lease, err := l.DHCP().WaitLease(ctx, "52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lease.IP.String() != "10.0.3.100" || lease.Hostname != "guest1" {
+		t.Fatalf("lease %+v", lease)
+	}
+	if got := types(l.DHCP().Events("52:54:00:00:00:01")); got != "in:DISCOVER out:OFFER in:REQUEST out:ACK" {
+		t.Fatalf("events %q", got)
+	}
+	evs := l.DHCP().Events("")
+	if evs[1].Offered != "10.0.3.100" || evs[2].Requested != "10.0.3.100" || evs[0].Hostname != "guest1" || evs[0].XID == "" {
+		t.Fatalf("event fields: %+v", evs)
+	}
+	t.Logf("DISCOVER→ACK %v (in process)", evs[3].At.Sub(evs[0].At))
+	log, _ := os.ReadFile(run.Path("t1.dhcp.log"))
+	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "DISCOVER") || !strings.Contains(lines[3], "ACK") || !strings.Contains(lines[3], "offered=10.0.3.100") {
+		t.Fatalf("dhcp log:\n%s", log)
+	}
+	tl, _ := os.ReadFile(run.Path(journal.TimelineFile))
+	if !bytes.Contains(tl, []byte(`"source":"lan:t1","kind":"dhcp"`)) {
+		t.Fatalf("timeline has no dhcp events:\n%s", tl)
+	}
+	if ls := l.DHCP().Leases(); len(ls) != 1 || ls[0].MAC != "52:54:00:00:00:01" {
+		t.Fatalf("leases %+v", ls)
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	l, _ := newTestLAN(t, Config{Name: "t2", DHCP: true})
+	ctx := testCtx(t, 20*time.Second)
+	mac := "52:54:00:00:00:02"
+	n := attachFake(t, l, "vm", mac)
+	l.DHCP().Pause()
+	disc, _ := dhcpv4.NewDiscovery(n.mac)
+	n.sendDHCP(disc)
+	waitFor(t, ctx, func() bool { return len(l.DHCP().Events(mac)) == 1 })
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := l.DHCP().WaitLease(short, mac)
+	cancel()
+	if !vmerr.Is(err, vmerr.Timeout) || !strings.Contains(err.Error(), "DISCOVER only") || !strings.Contains(err.Error(), "paused") {
+		t.Fatalf("paused: %v", err)
+	}
+	l.DHCP().Resume()
+	offer, ack := n.lease(ctx, "")
+	// The first OFFER the NIC saw answers the second DISCOVER: the first
+	// was never answered.
+	if offer.TransactionID == disc.TransactionID || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("offer xid %s (paused xid %s), %s", offer.TransactionID, disc.TransactionID, ack.MessageType())
+	}
+	if got := types(l.DHCP().Events(mac)); got != "in:DISCOVER in:DISCOVER out:OFFER in:REQUEST out:ACK" {
+		t.Fatalf("events %q", got)
+	}
+	if e := l.DHCP().Events(mac)[0]; !strings.Contains(e.Note, "paused") {
+		t.Fatalf("first DISCOVER note %q", e.Note)
+	}
+}
+
+func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("condition not met")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func TestNAKAndTimeoutReasons(t *testing.T) {
+	l, _ := newTestLAN(t, Config{Name: "t3", DHCP: true})
+	ctx := testCtx(t, 20*time.Second)
+	mac := "52:54:00:00:00:03"
+	n := attachFake(t, l, "vm", mac)
+	if err := l.DHCP().NAK(mac); err != nil {
+		t.Fatal(err)
+	}
+	_, nak := n.lease(ctx, "")
+	if nak.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("got %s, want NAK", nak.MessageType())
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := l.DHCP().WaitLease(short, mac)
+	cancel()
+	if !vmerr.Is(err, vmerr.Timeout) || !strings.Contains(err.Error(), "NAK") {
+		t.Fatalf("nak: %v", err)
+	}
+	var ve *vmerr.Error
+	if !errorsAs(err, &ve) || ve.Context["mac"] != mac || len(ve.Context["events"].([]string)) != 4 {
+		t.Fatalf("context: %+v", ve)
+	}
+	l.DHCP().ClearNAK(mac)
+	if _, ack := n.lease(ctx, ""); ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("after ClearNAK: %s", ack.MessageType())
+	}
+
+	// Nothing at all from a MAC.
+	short, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+	_, err = l.DHCP().WaitLease(short, "52:54:00:00:00:99")
+	cancel()
+	if !vmerr.Is(err, vmerr.Timeout) || !strings.Contains(err.Error(), "nothing was seen") {
+		t.Fatalf("silent MAC: %v", err)
+	}
+
+	// An OFFER never requested.
+	m2 := attachFake(t, l, "vm2", "52:54:00:00:00:04")
+	disc, _ := dhcpv4.NewDiscovery(m2.mac)
+	m2.sendDHCP(disc)
+	if m2.reply(ctx, disc.TransactionID) == nil {
+		t.Fatal("no offer")
+	}
+	short, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+	_, err = l.DHCP().WaitLease(short, "52:54:00:00:00:04")
+	cancel()
+	if !strings.Contains(err.Error(), "OFFER not requested") {
+		t.Fatalf("offer only: %v", err)
+	}
+}
+
+func errorsAs(err error, target **vmerr.Error) bool {
+	e, ok := err.(*vmerr.Error)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+func TestStaticLeaseDelayAndBoot(t *testing.T) {
+	mac := "52:54:00:00:00:05"
+	l, _ := newTestLAN(t, Config{Name: "t4", DHCP: true, Static: map[string]string{"52:54:00:00:00:05": "10.0.3.7"}})
+	ctx := testCtx(t, 20*time.Second)
+	l.DHCP().Delay(100 * time.Millisecond)
+	l.DHCP().SetBoot(nil, "pxelinux.0")
+	n := attachFake(t, l, "vm", mac)
+	offer, ack := n.lease(ctx, "")
+	if !ack.YourIPAddr.Equal(net.IPv4(10, 0, 3, 7)) || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("static: %s %s", ack.MessageType(), ack.YourIPAddr)
+	}
+	if offer.BootFileNameOption() != "pxelinux.0" || !offer.ServerIPAddr.Equal(net.IPv4(10, 0, 3, 1)) {
+		t.Fatalf("PXE options: file %q next-server %s", offer.BootFileNameOption(), offer.ServerIPAddr)
+	}
+	if len(ack.Router()) != 0 {
+		t.Fatalf("router without NAT: %v", ack.Router())
+	}
+	evs := l.DHCP().Events(mac)
+	if d := evs[1].At.Sub(evs[0].At); d < 100*time.Millisecond {
+		t.Fatalf("OFFER after %v, want ≥ 100ms delay", d)
+	}
+	if _, err := New(context.Background(), Config{Static: map[string]string{"52:54:00:00:00:05": "10.0.3.1"}}); !vmerr.Is(err, vmerr.Usage) {
+		t.Fatalf("static gateway address: %v", err)
+	}
+}
+
+func TestARPFilter(t *testing.T) {
+	l, _ := newTestLAN(t, Config{Name: "t5", DHCP: true, NAT: true})
+	ctx := testCtx(t, 20*time.Second)
+	n := attachFake(t, l, "vm", "52:54:00:00:00:06")
+	me := netip.MustParseAddr("10.0.3.50")
+	// A probe for an address nobody has (a promiscuous stack would claim
+	// it), then a request for the gateway, which must be answered.
+	n.send(arpFrame(n.mac, 1, netip.IPv4Unspecified(), me))
+	n.send(arpFrame(n.mac, 1, me, netip.MustParseAddr("10.0.3.77")))
+	n.send(arpFrame(n.mac, 1, me, l.Gateway()))
+	var replies []netip.Addr
+	n.next(ctx, func(fr []byte) bool {
+		if header.Ethernet(fr).Type() != header.ARPProtocolNumber {
+			return false
+		}
+		a := header.ARP(fr[14:])
+		if a.Op() != header.ARPReply {
+			return false
+		}
+		ip := netip.AddrFrom4([4]byte(a.ProtocolAddressSender()))
+		replies = append(replies, ip)
+		return ip == l.Gateway()
+	})
+	if len(replies) != 1 || replies[0] != l.Gateway() {
+		t.Fatalf("ARP replies %v, want only the gateway's", replies)
+	}
+	if l.FilteredARP() == 0 {
+		t.Fatal("the filter dropped nothing: the test proves nothing (is the stack still promiscuous?)")
+	}
+}
+
+func TestNATAndDial(t *testing.T) {
+	// Host services on 127.0.0.1 only.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	uc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, a, err := uc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			uc.WriteTo(append([]byte("echo:"), buf[:n]...), a)
+		}
+	}()
+	l, _ := newTestLAN(t, Config{Name: "t6", NAT: true, DNSUpstream: uc.LocalAddr().String()})
+	ctx := testCtx(t, 30*time.Second)
+	g := newGuestStack(t, l, "g1", "52:54:00:00:00:07", netip.MustParseAddr("10.0.3.50"))
+	gw := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(l.Gateway().As4())}
+
+	// TCP: guest → gateway:PORT → host 127.0.0.1:PORT.
+	gw.Port = uint16(ln.Addr().(*net.TCPAddr).Port)
+	c, err := gonet.DialContextTCP(ctx, g.s, gw, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("tcp nat: %q %v", buf, err)
+	}
+	c.Close()
+
+	// UDP and DNS: guest → gateway:PORT and gateway:53.
+	for _, port := range []int{uc.LocalAddr().(*net.UDPAddr).Port, 53} {
+		gw.Port = uint16(port)
+		u, err := gonet.DialUDP(g.s, nil, &gw, ipv4.ProtocolNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Write([]byte("ping"))
+		u.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 64)
+		n, err := u.Read(b)
+		if err != nil || string(b[:n]) != "echo:ping" {
+			t.Fatalf("udp nat port %d: %q %v", port, b[:n], err)
+		}
+		u.Close()
+	}
+
+	// The host dials into the guest through the gateway's stack.
+	gl, err := gonet.ListenTCP(g.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(g.ip.As4()), Port: 2222}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gl.Close()
+	go func() {
+		c, err := gl.Accept()
+		if err == nil {
+			c.Write([]byte("SSH-2.0-fake\r\n"))
+			c.Close()
+		}
+	}()
+	hc, err := l.DialTCP(ctx, "10.0.3.50", 2222)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banner, _ := io.ReadAll(hc)
+	hc.Close()
+	if string(banner) != "SSH-2.0-fake\r\n" {
+		t.Fatalf("banner %q", banner)
+	}
+
+	// A server on the gateway address (what a netboot server does).
+	hl, err := l.ListenTCP(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c, err := hl.Accept()
+		if err == nil {
+			c.Write([]byte("from-gateway"))
+			c.Close()
+		}
+	}()
+	gw.Port = uint16(hl.Addr().(*net.TCPAddr).Port)
+	c2, err := gonet.DialContextTCP(ctx, g.s, gw, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(c2)
+	if string(got) != "from-gateway" {
+		t.Fatalf("gateway listener: %q", got)
+	}
+	pc, err := l.ListenUDP(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Close()
+}
+
+func TestIsolatedWithoutNAT(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l, _ := newTestLAN(t, Config{Name: "t7"})
+	ctx := testCtx(t, 20*time.Second)
+	g := newGuestStack(t, l, "g", "52:54:00:00:00:08", netip.MustParseAddr("10.0.3.60"))
+	addr := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(l.Gateway().As4()), Port: uint16(ln.Addr().(*net.TCPAddr).Port)}
+	if c, err := gonet.DialContextTCP(ctx, g.s, addr, ipv4.ProtocolNumber); err == nil {
+		c.Close()
+		t.Fatal("NAT=false let a guest reach the host")
+	}
+}
+
+func TestTwoGuestsSeeEachOther(t *testing.T) {
+	l, _ := newTestLAN(t, Config{Name: "t8"})
+	ctx := testCtx(t, 20*time.Second)
+	a := newGuestStack(t, l, "a", "52:54:00:00:00:0a", netip.MustParseAddr("10.0.3.10"))
+	b := newGuestStack(t, l, "b", "52:54:00:00:00:0b", netip.MustParseAddr("10.0.3.11"))
+	ln, err := gonet.ListenTCP(b.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(b.ip.As4()), Port: 7}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	c, err := gonet.DialContextTCP(ctx, a.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(b.ip.As4()), Port: 7}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("x"), 200000)
+	go c.Write(msg)
+	got := make([]byte, len(msg))
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("vm-to-vm echo: %v", err)
+	}
+	// VM-to-VM frames bypass the gateway.
+	for _, p := range l.Ports() {
+		if p.Name() == "gateway" && p.Stats().Tx > 10 {
+			t.Errorf("gateway got %d frames of a VM-to-VM flow", p.Stats().Tx)
+		}
+	}
+}
+
+func TestPcapReadableByTshark(t *testing.T) {
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
+			t.Fatal("tshark is missing (apt-get install tshark)")
+		}
+		t.Skip("tshark is missing (apt-get install tshark)")
+	}
+	l, run := newTestLAN(t, Config{Name: "cap", DHCP: true, Pcap: true})
+	ctx := testCtx(t, 20*time.Second)
+	n := attachFake(t, l, "vm", "52:54:00:00:00:0c")
+	n.lease(ctx, "pcap-guest")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, tshark, "-r", run.Path("cap.pcap"), "-Y", "dhcp", "-T", "fields", "-e", "dhcp.option.dhcp").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v\n%s", err, out)
+	}
+	if got := strings.Fields(string(out)); strings.Join(got, ",") != "1,2,3,5" {
+		t.Fatalf("tshark saw DHCP message types %q, want 1,2,3,5 (DISCOVER OFFER REQUEST ACK)", out)
+	}
+}
+
+func TestSlowPortDoesNotBlock(t *testing.T) {
+	l, _ := newTestLAN(t, Config{Name: "t9"})
+	// A port whose QEMU never reads.
+	f, _, err := l.Attach("stuck", "52:54:00:00:00:0d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx := testCtx(t, 20*time.Second)
+	a := attachFake(t, l, "a", "52:54:00:00:00:0e")
+	b := attachFake(t, l, "b", "52:54:00:00:00:0f")
+	// Broadcasts fill the stuck port's queue and socket buffer; b must get
+	// every one of them regardless.
+	const count = 5000
+	fr := udpFrame(a.mac, bcastMAC, netip.MustParseAddr("10.0.3.20"), netip.MustParseAddr("10.0.3.255"), 9, 9, make([]byte, 1000))
+	for i := 0; i < count; i += 50 {
+		for j := 0; j < 50; j++ {
+			a.send(fr)
+		}
+		for j := 0; j < 50; j++ {
+			if b.next(ctx, func([]byte) bool { return true }) == nil {
+				t.Fatalf("b got %d of %d broadcasts", i+j, count)
+			}
+		}
+	}
+	for _, p := range l.Ports() {
+		if p.Name() == "stuck" && p.Stats().Dropped == 0 {
+			t.Errorf("the stuck port dropped nothing")
+		}
+	}
+}
