@@ -25,6 +25,10 @@ type Machine struct {
 	Console *console.Console
 	// ConsoleLog is the path of the raw console log.
 	ConsoleLog string
+	// Config is the configuration Boot started QEMU from, as given (before
+	// defaults), so that a checkpoint can start a copy with the same device
+	// model.
+	Config qemu.Config
 }
 
 // Options tune Boot beyond the QEMU configuration.
@@ -60,7 +64,7 @@ func Boot(ctx context.Context, cfg qemu.Config, opt Options) (*Machine, error) {
 		con.Close(err)
 		return nil, err
 	}
-	m := &Machine{VM: vm, Console: con, ConsoleLog: logPath}
+	m := &Machine{VM: vm, Console: con, ConsoleLog: logPath, Config: cfg}
 	go m.closeConsoleOnExit()
 	if err := vm.Cont(ctx); err != nil {
 		m.Stop(DefaultStopGrace)

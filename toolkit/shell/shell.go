@@ -1,0 +1,452 @@
+// Package shell is a command channel over a serial console: it logs in
+// through a getty (Login) or takes over a shell already at its prompt
+// (Attach), runs commands and returns their output and exit code (Run,
+// Test), runs commands through sudo answering the password prompt (Sudo),
+// and holds short scripted exchanges with prompts nobody predicted (Dialog).
+//
+// Commands are framed by markers carrying a fresh nonce (see marker.go for
+// the protocol and the bugs of other tools it avoids), so the start, the end
+// and the exit code are found even when kernel messages land in the middle
+// of the output or of a marker. On setup the channel turns the terminal's
+// echo off (stty -echo; busybox ash then reads plain lines and bash's
+// readline stops echoing), turns off bash's line editing and history, and
+// neutralises PS1, PS2 and PROMPT_COMMAND, so that on a quiet console the
+// output of a command is exactly what it printed. A command that overruns
+// its timeout is interrupted (Ctrl-C) and the channel resynchronises with a
+// fresh nonce before the next command.
+//
+// Every wait has a wall-clock deadline; every command is an event in the
+// run's timeline (source "shell:<vm>").
+package shell
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmscript/vmscript/toolkit/console"
+	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+)
+
+// Default bounds.
+const (
+	// DefaultRunTimeout bounds a command whose RunOptions.Timeout is 0.
+	DefaultRunTimeout = 2 * time.Minute
+	// DefaultLoginTimeout bounds Login when LoginOptions.Timeout is 0. It
+	// covers the boot up to the getty: ~30 s for the systemd lab under TCG.
+	DefaultLoginTimeout = 3 * time.Minute
+	// DefaultAttachTimeout bounds Attach when Options.Timeout is 0.
+	DefaultAttachTimeout = time.Minute
+	// RecoverTimeout bounds the resynchronisation after an interrupted
+	// command; it is not part of the command's own timeout.
+	RecoverTimeout = 30 * time.Second
+	// NudgeInterval is how long Login waits for a login prompt before it
+	// presses Enter to make the getty print a fresh one.
+	NudgeInterval = 15 * time.Second
+)
+
+// secretEnter ends a password. A secret is sent in one write with its
+// Enter; the console's line ending is "\r" unless configured otherwise,
+// which is what gettys and sudo expect.
+const secretEnter = "\r"
+
+// interrupt is Ctrl-C.
+const interrupt = "\x03"
+
+// setup is typed before the ready marker when a shell is taken over.
+// Every part is harmless in the shells it does not apply to: busybox ash has
+// no BASH_VERSION and no readline; dash ignores PROMPT_COMMAND.
+const setup = `stty -echo 2>/dev/null; [ -n "$BASH_VERSION" ] && set +o emacs +o vi +o history; ` +
+	`unset PROMPT_COMMAND; PS1='$ '; PS2=''; export PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0; `
+
+// Options configure Attach.
+type Options struct {
+	// Run receives the timeline events and the sudo transcripts. It may
+	// be nil (then transcripts are not written).
+	Run *journal.Run
+	// Timeout bounds the wait for the shell to answer; 0 means
+	// DefaultAttachTimeout.
+	Timeout time.Duration
+	// User is the account the shell runs as, for messages only.
+	User string
+}
+
+// LoginOptions configure Login.
+type LoginOptions struct {
+	// User is the account to log in as.
+	User string
+	// Password is sent when the getty asks for one ("" sends an empty
+	// line).
+	Password string
+	// Timeout bounds the whole login, from waiting for the prompt to a
+	// ready shell; 0 means DefaultLoginTimeout.
+	Timeout time.Duration
+	// From is where to look for the login prompt. nil means: the start of
+	// the console's last line when it holds "login:" (the getty is
+	// waiting), else the end of the console's last match.
+	From *console.Mark
+	// Run receives the timeline events and the sudo transcripts.
+	Run *journal.Run
+}
+
+// RunOptions tune one command.
+type RunOptions struct {
+	// Timeout bounds the command (wall clock); 0 means DefaultRunTimeout.
+	Timeout time.Duration
+}
+
+// Result is a finished command.
+type Result struct {
+	// Output is what the command printed (stdout and stderr, as the
+	// terminal shows them, ANSI-stripped, "\r\n" read as "\n").
+	Output string
+	// Code is the exit status; -1 when the command did not finish.
+	Code int
+}
+
+// Shell is a command channel on a console. Its methods are safe for
+// concurrent use; commands run one at a time.
+type Shell struct {
+	con  *console.Console
+	run  *journal.Run
+	name string
+	user string
+
+	mu     sync.Mutex
+	broken error // set when a resynchronisation failed
+}
+
+func newShell(con *console.Console, run *journal.Run, user string) *Shell {
+	return &Shell{con: con, run: run, name: con.Name(), user: user}
+}
+
+// Console returns the console the shell runs on.
+func (s *Shell) Console() *console.Console { return s.con }
+
+// User returns the account given to Login or Attach ("" if unknown).
+func (s *Shell) User() string { return s.user }
+
+func (s *Shell) event(kind string, f map[string]any) {
+	if s.run != nil {
+		s.run.Event("shell:"+s.name, kind, f)
+	}
+}
+
+// Attach takes over a shell that is at its prompt on con (the mini lab, an
+// emergency shell, a shell a script reached by hand): it types the setup
+// line and waits for the ready marker, retrying with a fresh nonce (after
+// Ctrl-C) until the shell answers or the timeout passes. Characters typed
+// while the shell is not reading yet (still booting, a program flushing its
+// input) are lost or queued; the retry covers both.
+func Attach(ctx context.Context, con *console.Console, opt Options) (*Shell, error) {
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultAttachTimeout
+	}
+	s := newShell(con, opt.Run, opt.User)
+	start := time.Now()
+	if err := s.sync(ctx, start.Add(timeout), "attach"); err != nil {
+		return nil, err
+	}
+	s.event("attach", map[string]any{"user": s.user, "took_s": secs(time.Since(start))})
+	return s, nil
+}
+
+// sync types the setup and a ready marker and waits for the marker;
+// attempts repeat, each after a Ctrl-C, until deadline.
+func (s *Shell) sync(ctx context.Context, deadline time.Time, why string) error {
+	start := time.Now()
+	wait := 3 * time.Second
+	attempts := 0
+	for {
+		attempts++
+		nonce := newNonce()
+		from := s.con.Mark()
+		if err := s.con.Send(ctx, setup+readyLine(nonce)+"\r"); err != nil {
+			return err
+		}
+		w := min(wait, time.Until(deadline))
+		if w <= 0 {
+			w = time.Millisecond
+		}
+		_, err := s.con.Expect(ctx, []console.Pattern{{Regex: readyMarker(nonce).Regex()}},
+			console.ExpectOptions{From: &from, Timeout: w})
+		if err == nil {
+			return nil
+		}
+		if !vmerr.Is(err, vmerr.Timeout) {
+			return err
+		}
+		if !time.Now().Before(deadline) {
+			return vmerr.New(vmerr.Timeout, "%s: no shell answered on the console within %s (%s, %d attempts)",
+				s.name, fmtDur(time.Since(start)), why, attempts).
+				With("vm", s.name).With("waited_s", secs(time.Since(start))).With("tail", s.con.Tail(console.TailLines))
+		}
+		// Clear whatever holds the line (a half-typed line, a program
+		// reading the terminal) and try again with a fresh nonce.
+		if err := s.con.Send(ctx, interrupt); err != nil {
+			return err
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+		wait = min(2*wait, 20*time.Second)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return vmerr.Wrap(vmerr.Cancelled, context.Cause(ctx), "cancelled")
+	}
+}
+
+// recoverLocked interrupts the running command and resynchronises. The
+// caller holds s.mu.
+func (s *Shell) recoverLocked(ctx context.Context) error {
+	if err := s.con.Send(ctx, interrupt); err != nil {
+		s.broken = err
+		return err
+	}
+	if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		return err
+	}
+	if err := s.sync(ctx, time.Now().Add(RecoverTimeout), "recovery"); err != nil {
+		s.broken = err
+		return err
+	}
+	s.broken = nil
+	s.event("resync", nil)
+	return nil
+}
+
+// readyLocked makes sure the channel is in sync before a command.
+func (s *Shell) readyLocked(ctx context.Context) error {
+	if s.broken == nil {
+		return nil
+	}
+	return s.recoverLocked(ctx)
+}
+
+// Run types cmd (as one line; it runs in the shell itself through eval, so
+// cd and variables persist) and waits for its end marker. Recovery after a
+// timeout relies on Ctrl-C reaching the command: a shell started with
+// SIGINT ignored (a background job of a non-interactive script, as the mini
+// lab's /init does) passes that on to every command, and the channel then
+// resynchronises only when the command ends by itself. Errors:
+//
+//   - "timeout" when the command overruns opt.Timeout: context "output"
+//     holds the partial output, "recovered" says whether the channel
+//     resynchronised (Ctrl-C, fresh nonce) for the next command;
+//   - the console's close reason ("exited") when the VM goes away, "watch"
+//     when a fail watcher fires, "cancelled" when ctx ends.
+func (s *Shell) Run(ctx context.Context, cmd string, opt RunOptions) (Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runLocked(ctx, cmd, opt)
+}
+
+func (s *Shell) runLocked(ctx context.Context, cmd string, opt RunOptions) (Result, error) {
+	if err := s.readyLocked(ctx); err != nil {
+		return Result{Code: -1}, err
+	}
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultRunTimeout
+	}
+	start := time.Now()
+	cm := newCmdMarkers()
+	from := s.con.Mark()
+	if err := s.con.Send(ctx, cm.runLine(cmd)+"\r"); err != nil {
+		return Result{Code: -1}, withCmd(err, cmd, "")
+	}
+	m, err := s.con.Expect(ctx, []console.Pattern{{Regex: cm.end.Regex()}}, console.ExpectOptions{From: &from, Timeout: timeout})
+	if err != nil {
+		partial := ""
+		if text := s.con.Text(&from, nil); text != "" {
+			if p := cm.parseRun(text); p.beginFound {
+				partial = text[p.outStart:p.outEnd]
+			}
+		}
+		if !vmerr.Is(err, vmerr.Timeout) {
+			return Result{Output: partial, Code: -1}, withCmd(err, cmd, partial)
+		}
+		e := vmerr.New(vmerr.Timeout, "%s: command %q did not finish within %s", s.name, cmd, fmtDur(timeout)).
+			With("vm", s.name).With("command", cmd).With("output", partial).With("waited_s", secs(time.Since(start))).
+			With("tail", s.con.Tail(console.TailLines))
+		rerr := s.recoverLocked(ctx)
+		e.With("recovered", rerr == nil)
+		if rerr != nil {
+			e.With("recover_error", rerr.Error())
+		}
+		s.event("run", map[string]any{"command": cmd, "error": "timeout", "took_s": secs(time.Since(start)), "recovered": rerr == nil})
+		return Result{Output: partial, Code: -1}, e
+	}
+	text := s.con.Text(&from, &m.End)
+	p := cm.parseRun(text)
+	if !p.endFound {
+		// The console matched the end marker but the tightest parse did
+		// not: cannot happen, the regexes are the same.
+		return Result{Code: -1}, vmerr.New(vmerr.Internal, "%s: end marker of %q matched but not parsed", s.name, cmd)
+	}
+	res := Result{Output: text[p.outStart:p.outEnd], Code: p.code}
+	s.event("run", map[string]any{"command": cmd, "code": res.Code, "bytes": len(res.Output), "took_s": secs(time.Since(start))})
+	return res, nil
+}
+
+// Test runs cmd and reports whether it exited 0. An error (timeout, VM
+// gone) counts as false; use Run to tell them apart.
+func (s *Shell) Test(ctx context.Context, cmd string) bool {
+	r, err := s.Run(ctx, cmd, RunOptions{})
+	return err == nil && r.Code == 0
+}
+
+// withCmd adds the command and partial output to a console error.
+func withCmd(err error, cmd, partial string) error {
+	if ve, ok := err.(*vmerr.Error); ok {
+		ve.With("command", cmd)
+		if partial != "" {
+			ve.With("output", partial)
+		}
+	}
+	return err
+}
+
+func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
+
+// promptRE recognises a shell prompt at the end of a line: "root@lab:~# ",
+// "$ ", "mini# ", possibly followed by a kernel message that landed on it.
+const promptRE = `[#$]\s?(?:\[\s*\d+\.\d+\][^\n]*)?$`
+
+// Login logs in on a getty: it waits for "login: " (kernel and systemd
+// messages may be interleaved; every NudgeInterval without a prompt it
+// presses Enter so the getty prints a fresh one), answers the user name and
+// the password, and waits for a shell prompt, then sets the shell up as
+// Attach does. "Login incorrect" (or a second password prompt) fails with
+// kind "auth"; no prompt before the timeout fails with kind "timeout".
+func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell, error) {
+	if opt.User == "" {
+		return nil, vmerr.New(vmerr.Usage, "%s: login needs a user", con.Name())
+	}
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultLoginTimeout
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	name := con.Name()
+	timeoutErr := func(what string) error {
+		return vmerr.New(vmerr.Timeout, "%s: login as %s: timed out after %s waiting for %s", name, opt.User, fmtDur(time.Since(start)), what).
+			With("vm", name).With("user", opt.User).With("waited_s", secs(time.Since(start))).With("tail", con.Tail(console.TailLines))
+	}
+	expect := func(from *console.Mark, pats []console.Pattern, limit time.Duration) (*console.Match, error) {
+		w := min(time.Until(deadline), limit)
+		if w <= 0 {
+			return nil, vmerr.New(vmerr.Timeout, "deadline")
+		}
+		return con.Expect(ctx, pats, console.ExpectOptions{From: from, Timeout: w})
+	}
+
+	// 1. The login prompt.
+	from := opt.From
+	if from == nil {
+		from = atLoginPrompt(con)
+	}
+	for {
+		m, err := expect(from, []console.Pattern{{Text: "login: "}}, NudgeInterval)
+		if err == nil {
+			from = &m.End
+			break
+		}
+		if !vmerr.Is(err, vmerr.Timeout) {
+			return nil, err
+		}
+		if !time.Now().Before(deadline) {
+			return nil, timeoutErr(`the login prompt ("login: ")`)
+		}
+		// Ask the getty for a fresh prompt; keep looking from where we
+		// were, so a prompt that arrives meanwhile is not missed.
+		if err := con.Send(ctx, "\r"); err != nil {
+			return nil, err
+		}
+	}
+
+	// 2. The user name, then the password if asked, then a prompt.
+	cur := con.Mark()
+	if err := con.SendLine(ctx, opt.User); err != nil {
+		return nil, err
+	}
+	pwSent := false
+	pats := []console.Pattern{{Text: "assword:"}, {Text: "Login incorrect"}, {Regex: promptRE}}
+	for {
+		m, err := expect(&cur, pats, timeout)
+		if err != nil {
+			if vmerr.Is(err, vmerr.Timeout) {
+				return nil, timeoutErr("a shell prompt after the user name")
+			}
+			return nil, err
+		}
+		cur = m.End
+		switch m.Index {
+		case 0:
+			if pwSent {
+				return nil, authErr(con, opt.User, "the password prompt came back")
+			}
+			if err := con.SendSecret(ctx, opt.Password+secretEnter); err != nil {
+				return nil, err
+			}
+			pwSent = true
+			continue
+		case 1:
+			return nil, authErr(con, opt.User, "Login incorrect")
+		}
+		break
+	}
+
+	// 3. A shell: set it up.
+	s := newShell(con, opt.Run, opt.User)
+	if err := s.sync(ctx, deadline, "login"); err != nil {
+		return nil, err
+	}
+	s.event("login", map[string]any{"user": opt.User, "took_s": secs(time.Since(start))})
+	return s, nil
+}
+
+func authErr(con *console.Console, user, why string) error {
+	return vmerr.New(vmerr.Auth, "%s: login as %s failed: %s", con.Name(), user, why).
+		With("vm", con.Name()).With("user", user).With("tail", con.Tail(console.TailLines))
+}
+
+// atLoginPrompt returns the start of the console's last (incomplete) line
+// when it holds "login:", so a prompt that is already showing is answered;
+// else nil (the console's last-match cursor).
+func atLoginPrompt(con *console.Console) *console.Mark {
+	tail := con.Tail(1)
+	if len(tail) == 0 {
+		return nil
+	}
+	last := tail[len(tail)-1]
+	if !strings.Contains(last, "login:") {
+		return nil
+	}
+	end := con.Mark()
+	// The last line may be complete (then Tail's line excludes the
+	// newline); looking back its length plus one is safe either way.
+	m := console.Mark{Text: max(end.Text-int64(len(last))-1, 0)}
+	return &m
+}
+
+// String describes the shell.
+func (s *Shell) String() string {
+	if s.user != "" {
+		return fmt.Sprintf("shell on %s as %s", s.name, s.user)
+	}
+	return "shell on " + s.name
+}
