@@ -1,0 +1,87 @@
+package luahost
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmscript/vmscript/lab"
+	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/qemu"
+)
+
+// TestLuaSSHMini boots the mini lab from Lua and runs a command over SSH.
+func TestLuaSSHMini(t *testing.T) {
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if _, err := lab.Build(ctx, "mini", lab.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := journal.New(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Close()
+	out, err := runLua(t, ctx, `
+		local vm = qemu.start{lab = "mini", memory = "512M", forwards = {22}}
+		local ok, e = pcall(function() return vm:ssh{user = "root"} end)
+		assert(not ok and e.kind == "usage", "no key: " .. tostring(e))
+		local c = vm:ssh{user = "root", key = lab.image("mini").ssh_key}
+		print(c:run("echo hi").stdout)
+		local r = c:run("echo $X >&2; exit 3", {env = {X = "x1"}, stdin = ""})
+		print(r.code, r.stderr)
+		local ok2, e2 = pcall(function() return c:run("sleep 100", {timeout = 1}) end)
+		print(e2.kind)
+		local con = c:session{pty = true}
+		con:sendline("echo pty-$((40+2))")
+		con:expect("pty-42")
+		print("session ok")
+		print(c:get("/etc/passwd", "passwd.txt"):match("passwd.txt$") ~= nil)
+		c:close()
+		vm:quit()
+		vm:wait()
+	`, nil, Options{Run: run})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, out)
+	}
+	want := "hi\n\n3\tx1\n\ntimeout\nsession ok\ntrue\n"
+	if out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+	tr, _ := os.ReadFile(run.Path("vm.ssh.log")) // named after the VM (default name "vm")
+	if !strings.Contains(string(tr), "$ echo hi\nhi\n") {
+		t.Errorf("transcript:\n%s", tr)
+	}
+}
+
+// TestLuaSSHNoForward: vm:ssh on a VM without a forward to port 22 explains
+// what to add.
+func TestLuaSSHNoForward(t *testing.T) {
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	run, err := journal.New(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Close()
+	_, err = runLua(t, context.Background(), `
+		local vm = qemu.start{net = "user"}
+		vm:ssh{key = "/nonexistent"}
+	`, nil, Options{Run: run})
+	if err == nil || !strings.Contains(err.Error(), "forwards = {22}") || !strings.Contains(err.Error(), "kind=usage") {
+		t.Fatalf("error %v", err)
+	}
+}
