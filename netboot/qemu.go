@@ -33,6 +33,11 @@ var NICROMs = []string{"/usr/lib/ipxe/qemu/efi-virtio.rom", "/usr/share/qemu/efi
 // Table"); OVMF's own PXE then sends the whole URL as a file name to QEMU's
 // port 69 and fails: use an iPXE script under UEFI.
 //
+// A server on a LAN (ServeLAN) needs a VM with a NIC on that LAN instead:
+// nothing is added to user networking, the LAN's DHCP server names the boot
+// file, and a bootfile given here becomes the one it advertises (for every
+// client; see SetLANBootfile).
+//
 // It sets boot order "n" (first), keeps QEMU's default iPXE NIC ROM for
 // virtio-net-pci (efi-virtio.rom from ipxe-qemu) and, for BIOS, SerialBIOS so
 // that SeaBIOS and iPXE text reaches the serial console. It satisfies
@@ -43,6 +48,9 @@ func (s *Server) ConfigureNetboot(cfg *qemu.Config, bootfile string) error {
 	}
 	if s.closing.Load() {
 		return usage("server %s is closed", s.name)
+	}
+	if s.lan != nil {
+		return s.configureLAN(cfg, bootfile)
 	}
 	if cfg.Net != "" && cfg.Net != "user" {
 		return usage("booting from this server needs net \"user\" (got %q)", cfg.Net)
@@ -98,20 +106,32 @@ func (s *Server) ConfigureNetboot(cfg *qemu.Config, bootfile string) error {
 	if strings.ContainsAny(url, ", \t\n") {
 		return usage("bootfile URL %q contains a comma or white space", url)
 	}
-	rom := ""
-	for _, p := range NICROMs {
-		if _, err := os.Stat(p); err == nil {
-			rom = p
-			break
-		}
-	}
-	if rom == "" {
-		return vmerr.New(vmerr.NotFound, "netboot: no iPXE ROM for virtio-net-pci (%s); install package ipxe-qemu", strings.Join(NICROMs, " or "))
+	rom, err := nicROM()
+	if err != nil {
+		return err
 	}
 	if cfg.NetUserExtra != "" {
 		cfg.NetUserExtra += ","
 	}
 	cfg.NetUserExtra += "bootfile=" + url
+	setBootN(cfg, uefi)
+	s.event("configure", map[string]any{"vm": cfg.Name, "bootfile": url, "boot": cfg.Boot, "firmware": cfg.Firmware, "rom": rom})
+	return nil
+}
+
+// nicROM returns the iPXE ROM QEMU loads for virtio-net-pci.
+func nicROM() (string, error) {
+	for _, p := range NICROMs {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", vmerr.New(vmerr.NotFound, "netboot: no iPXE ROM for virtio-net-pci (%s); install package ipxe-qemu", strings.Join(NICROMs, " or "))
+}
+
+// setBootN puts the network first in the boot order and, for BIOS, mirrors
+// SeaBIOS and iPXE text to the serial console.
+func setBootN(cfg *qemu.Config, uefi bool) {
 	switch {
 	case cfg.Boot == "":
 		cfg.Boot = "n"
@@ -121,6 +141,4 @@ func (s *Server) ConfigureNetboot(cfg *qemu.Config, bootfile string) error {
 	if !uefi {
 		cfg.SerialBIOS = true
 	}
-	s.event("configure", map[string]any{"vm": cfg.Name, "bootfile": url, "boot": cfg.Boot, "firmware": cfg.Firmware, "rom": rom})
-	return nil
 }

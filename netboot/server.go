@@ -39,6 +39,7 @@ import (
 
 	"github.com/pin/tftp/v3"
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/lan"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -194,6 +195,9 @@ type Server struct {
 	front    *frontConn
 	httpSrv  *http.Server
 	httpLn   net.Listener
+
+	lan         *lan.LAN // attached to (ServeLAN), or nil
+	lanBootfile string   // what the LAN's DHCP advertises (under mu)
 
 	tftpURL, httpURL             string // as the host reaches them
 	clientTFTPURL, clientHTTPURL string // as clients reach them
@@ -570,6 +574,9 @@ func (s *Server) logLine(line string) {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
+		if s.lan != nil {
+			s.lan.DHCP().SetBootFunc(nil)
+		}
 		if s.httpSrv != nil {
 			_ = s.httpSrv.Close()
 		}

@@ -48,6 +48,9 @@ type Event struct {
 	Requested string
 	// Offered is the address in an OFFER or ACK (yiaddr).
 	Offered string
+	// Bootfile is the boot file name of an OFFER or ACK (option 67) when a
+	// netboot server is attached.
+	Bootfile string
 	// Note says what the server did about it when that is not the obvious:
 	// "not answered: DHCP paused", "NAK injected", "for server 10.0.3.9", …
 	Note string
@@ -66,6 +69,9 @@ func (e Event) String() string {
 	if e.Offered != "" {
 		fmt.Fprintf(&b, " offered=%s", e.Offered)
 	}
+	if e.Bootfile != "" {
+		fmt.Fprintf(&b, " bootfile=%s", e.Bootfile)
+	}
 	if e.Note != "" {
 		fmt.Fprintf(&b, " (%s)", e.Note)
 	}
@@ -74,7 +80,7 @@ func (e Event) String() string {
 
 func (e Event) fields() map[string]any {
 	f := map[string]any{"dir": e.Dir, "type": e.Type, "mac": e.MAC, "xid": e.XID}
-	for k, v := range map[string]string{"hostname": e.Hostname, "requested": e.Requested, "offered": e.Offered, "note": e.Note} {
+	for k, v := range map[string]string{"hostname": e.Hostname, "requested": e.Requested, "offered": e.Offered, "bootfile": e.Bootfile, "note": e.Note} {
 		if v != "" {
 			f[k] = v
 		}
@@ -264,6 +270,14 @@ func (d *DHCP) SetBootFunc(fn func(req *dhcpv4.DHCPv4) (nextServer net.IP, bootf
 	d.mu.Lock()
 	d.bootFn = fn
 	d.mu.Unlock()
+}
+
+// Booting reports whether a boot function (SetBootFunc) is set: a netboot
+// server is attached to the LAN.
+func (d *DHCP) Booting() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bootFn != nil
 }
 
 // Events returns the DHCP events, all of them for mac "" or those of one
@@ -526,6 +540,9 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	if err != nil || reply == nil {
 		d.lan.event("dhcp-error", map[string]any{"mac": mac, "error": fmt.Sprint(err)})
 		return
+	}
+	if file := reply.BootFileNameOption(); file != "" && out.Type != Nak {
+		out.Bootfile = file
 	}
 	if delay > 0 {
 		select {

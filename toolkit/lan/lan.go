@@ -255,6 +255,12 @@ func (l *LAN) startStack() error {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
 	l.stack = s
+	// TCP tuned for bulk transfers to guests (SSH, HTTP of a netboot
+	// server, DialTCP): SACK, and a send buffer large enough that the
+	// window, not the buffer, limits a transfer.
+	sack := tcpip.TCPSACKEnabled(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 4 << 20})
 	l.ch = channel.New(portQueue, 1500+header.EthernetMinimumSize, tcpip.LinkAddress(l.gwMAC))
 	if err := s.CreateNIC(nicID, ethernet.New(l.ch)); err != nil {
 		return vmerr.New(vmerr.Internal, "lan %s: gateway NIC: %s", l.name, err)

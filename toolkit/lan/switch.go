@@ -1,6 +1,7 @@
 package lan
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -18,8 +19,9 @@ const (
 	// a guest with a raised MTU are still carried.
 	maxFrame = 65535
 	// portQueue is the number of frames queued towards one port before the
-	// switch drops frames for it: a slow VM never blocks the others.
-	portQueue = 1024
+	// switch drops frames for it: a slow VM never blocks the others. At
+	// 1024 a 64 MB transfer from the gateway dropped ~250 frames under TCG.
+	portQueue = 4096
 )
 
 // Port is one place on the LAN's switch: a QEMU NIC joined through a
@@ -102,8 +104,10 @@ func (p *Port) enqueue(frame []byte) {
 // readLoop reads frames from QEMU and gives them to the switch.
 func (p *Port) readLoop() {
 	hdr := make([]byte, 4)
+	// Buffered: a burst of small frames (TCP ACKs) costs one read.
+	r := bufio.NewReaderSize(p.conn, 64<<10)
 	for {
-		if _, err := io.ReadFull(p.conn, hdr); err != nil {
+		if _, err := io.ReadFull(r, hdr); err != nil {
 			p.close(readWhy(err))
 			return
 		}
@@ -113,7 +117,7 @@ func (p *Port) readLoop() {
 			return
 		}
 		frame := make([]byte, n)
-		if _, err := io.ReadFull(p.conn, frame); err != nil {
+		if _, err := io.ReadFull(r, frame); err != nil {
 			p.close(readWhy(err))
 			return
 		}
@@ -132,6 +136,11 @@ func readWhy(err error) string {
 	return err.Error()
 }
 
+// writeBatch is how many bytes of queued frames writeLoop gathers into one
+// write to QEMU: one syscall (and one wake-up of QEMU) per batch rather
+// than per frame when frames arrive faster than QEMU reads them.
+const writeBatch = 64 << 10
+
 // writeLoop writes queued frames to QEMU (or to the gateway's stack).
 func (p *Port) writeLoop() {
 	var buf []byte
@@ -145,16 +154,32 @@ func (p *Port) writeLoop() {
 				p.txFrames.Add(1)
 				continue
 			}
-			buf = append(buf[:0], 0, 0, 0, 0)
-			binary.BigEndian.PutUint32(buf, uint32(len(frame)))
-			buf = append(buf, frame...)
+			buf = appendFrame(buf[:0], frame)
+			n := uint64(1)
+		gather:
+			for len(buf) < writeBatch {
+				select {
+				case more := <-p.q:
+					buf = appendFrame(buf, more)
+					n++
+				default:
+					break gather
+				}
+			}
 			if _, err := p.conn.Write(buf); err != nil {
 				p.close("write: " + err.Error())
 				return
 			}
-			p.txFrames.Add(1)
+			p.txFrames.Add(n)
 		}
 	}
+}
+
+// appendFrame appends a frame in QEMU's stream framing: a 4-byte
+// big-endian length, then the frame.
+func appendFrame(buf, frame []byte) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(frame)))
+	return append(buf, frame...)
 }
 
 // lanSwitch is a learning Ethernet switch.

@@ -55,6 +55,79 @@ func (h *Host) takeLANName(name string) bool {
 	return true
 }
 
+// lanPort is a VM's NIC on a LAN.
+type lanPort struct {
+	l   *lan.LAN
+	mac string
+}
+
+// lanVMs records, per host, which LAN ports each VM got (for vm:ssh over
+// the LAN), and which LANs the last qemu.start named (for its netboot
+// check).
+var lanVMs struct {
+	sync.Mutex
+	ports    map[*Host]map[string][]lanPort
+	lastCfg  map[*Host]*qemu.Config
+	lastLANs map[*Host][]*lan.LAN
+}
+
+func (h *Host) addLANPort(vm string, p lanPort) {
+	lanVMs.Lock()
+	defer lanVMs.Unlock()
+	if lanVMs.ports == nil {
+		lanVMs.ports = map[*Host]map[string][]lanPort{}
+		lanVMs.lastCfg = map[*Host]*qemu.Config{}
+		lanVMs.lastLANs = map[*Host][]*lan.LAN{}
+	}
+	if lanVMs.ports[h] == nil {
+		lanVMs.ports[h] = map[string][]lanPort{}
+		h.OnClose("forget lan ports", func() { h.forgetLANState() })
+	}
+	lanVMs.ports[h][vm] = append(lanVMs.ports[h][vm], p)
+}
+
+func (h *Host) forgetLANState() {
+	lanVMs.Lock()
+	defer lanVMs.Unlock()
+	delete(lanVMs.ports, h)
+	delete(lanVMs.lastCfg, h)
+	delete(lanVMs.lastLANs, h)
+}
+
+// vmLANPorts returns the LAN ports of a VM, in NIC order.
+func (h *Host) vmLANPorts(vm string) []lanPort {
+	lanVMs.Lock()
+	defer lanVMs.Unlock()
+	return append([]lanPort(nil), lanVMs.ports[h][vm]...)
+}
+
+// noteNetLANs remembers the LANs that qemu.start's options put cfg on.
+func (h *Host) noteNetLANs(cfg *qemu.Config, lans []*lan.LAN) {
+	lanVMs.Lock()
+	defer lanVMs.Unlock()
+	if lanVMs.lastCfg == nil {
+		lanVMs.ports = map[*Host]map[string][]lanPort{}
+		lanVMs.lastCfg = map[*Host]*qemu.Config{}
+		lanVMs.lastLANs = map[*Host][]*lan.LAN{}
+	}
+	if _, ok := lanVMs.lastCfg[h]; !ok {
+		h.OnClose("forget lan config", func() { h.forgetLANState() })
+	}
+	lanVMs.lastCfg[h] = cfg
+	lanVMs.lastLANs[h] = lans
+}
+
+// netLANs returns the LANs of cfg, if cfg is the one qemu.start read last;
+// ok is false when that is unknown.
+func (h *Host) netLANs(cfg *qemu.Config) (lans []*lan.LAN, ok bool) {
+	lanVMs.Lock()
+	defer lanVMs.Unlock()
+	if lanVMs.lastCfg == nil || lanVMs.lastCfg[h] != cfg {
+		return nil, false
+	}
+	return lanVMs.lastLANs[h], true
+}
+
 func (h *Host) newLAN(L *lua.LState) int {
 	const fn = "lan.new"
 	o := h.Opts(L, 1, fn)
@@ -106,10 +179,14 @@ func (h *Host) newLAN(L *lua.LState) int {
 	return 1
 }
 
-// nic returns a QEMU NIC that joins the LAN when QEMU starts.
-func (x *luaLAN) nic(mac, model string) qemu.NIC {
+// nic returns a QEMU NIC that joins the LAN when QEMU starts; the port is
+// remembered under the VM's name (vm:ssh dials its lease).
+func (x *luaLAN) nic(h *Host, mac, model string) qemu.NIC {
 	return qemu.NIC{MAC: mac, Model: model, Open: func(vm, mac string) (*os.File, error) {
 		f, _, err := x.l.Attach(vm, mac)
+		if err == nil {
+			h.addLANPort(vm, lanPort{l: x.l, mac: mac})
+		}
 		return f, err
 	}}
 }
@@ -118,6 +195,8 @@ func (x *luaLAN) nic(mac, model string) qemu.NIC {
 // of lans, "user", or {lan=, mac=, model=}) into cfg.
 func (h *Host) netOpts(L *lua.LState, o *Opts, cfg *qemu.Config) {
 	const fn = "qemu.start"
+	var lans []*lan.LAN
+	defer func() { h.noteNetLANs(cfg, lans) }()
 	asLAN := func(v lua.LValue) (*luaLAN, bool) {
 		ud, ok := v.(*lua.LUserData)
 		if !ok {
@@ -136,7 +215,8 @@ func (h *Host) netOpts(L *lua.LState, o *Opts, cfg *qemu.Config) {
 			h.Errorf(L, vmerr.Usage, "%s: option \"net\" must be \"user\", \"none\" or a lan from lan.new, got %s", fn, v.Type())
 		}
 		cfg.Net = "none"
-		cfg.NICs = append(cfg.NICs, x.nic("", ""))
+		cfg.NICs = append(cfg.NICs, x.nic(h, "", ""))
+		lans = append(lans, x.l)
 	}
 	nics := o.Get("nics")
 	if nics == lua.LNil {
@@ -160,7 +240,8 @@ func (h *Host) netOpts(L *lua.LState, o *Opts, cfg *qemu.Config) {
 			continue
 		}
 		if x, ok := asLAN(item); ok {
-			cfg.NICs = append(cfg.NICs, x.nic("", ""))
+			cfg.NICs = append(cfg.NICs, x.nic(h, "", ""))
+			lans = append(lans, x.l)
 			continue
 		}
 		nt, ok := item.(*lua.LTable)
@@ -174,7 +255,8 @@ func (h *Host) netOpts(L *lua.LState, o *Opts, cfg *qemu.Config) {
 		if !ok {
 			h.Errorf(L, vmerr.Usage, "%s: nics[%d].lan must be a lan from lan.new", fn, i)
 		}
-		cfg.NICs = append(cfg.NICs, x.nic(mac, model))
+		cfg.NICs = append(cfg.NICs, x.nic(h, mac, model))
+		lans = append(lans, x.l)
 	}
 	if len(cfg.NICs) == 0 {
 		h.Errorf(L, vmerr.Usage, "%s: option \"nics\" is empty (use net = \"none\" for no NIC)", fn)
@@ -195,7 +277,7 @@ func dhcpEventTable(L *lua.LState, e lan.Event) *lua.LTable {
 	t := L.NewTable()
 	t.RawSetString("at", lua.LString(e.At.Format(time.RFC3339Nano)))
 	for k, v := range map[string]string{"dir": e.Dir, "type": e.Type, "mac": e.MAC, "xid": e.XID,
-		"hostname": e.Hostname, "requested": e.Requested, "offered": e.Offered, "note": e.Note} {
+		"hostname": e.Hostname, "requested": e.Requested, "offered": e.Offered, "bootfile": e.Bootfile, "note": e.Note} {
 		if v != "" {
 			t.RawSetString(k, lua.LString(v))
 		}
@@ -294,7 +376,7 @@ func init() {
 				},
 			},
 			{
-				Name: "dhcp_events", Params: "opts?: {mac?: string}", Returns: "{at: string, dir: string, type: string, mac: string, xid: string, hostname?: string, requested?: string, offered?: string, note?: string, line: string}[]",
+				Name: "dhcp_events", Params: "opts?: {mac?: string}", Returns: "{at: string, dir: string, type: string, mac: string, xid: string, hostname?: string, requested?: string, offered?: string, bootfile?: string, note?: string, line: string}[]",
 				Doc: "Every DHCP message so far (of one MAC with mac=), in order: dir \"in\"/\"out\", type DISCOVER, OFFER, REQUEST, ACK, NAK, …",
 				Fn: func(h *Host, L *lua.LState) int {
 					x := h.checkLAN(L)

@@ -17,6 +17,7 @@ const defaultWaitFileTimeout = 2 * time.Minute
 // luaNetboot is the Go side of a Lua netboot server. It is a NetbootSource,
 // so qemu.start{netboot = srv} boots from it.
 type luaNetboot struct {
+	h      *Host
 	srv    *netboot.Server
 	forget func()
 }
@@ -25,8 +26,20 @@ func (n *luaNetboot) String() string {
 	return fmt.Sprintf("netboot server %s (tftp %s, http %s)", n.srv.Name(), n.srv.TFTPURL(), n.srv.HTTPURL())
 }
 
-// ConfigureNetboot implements NetbootSource.
+// ConfigureNetboot implements NetbootSource. A server on a LAN needs the
+// VM on that LAN.
 func (n *luaNetboot) ConfigureNetboot(cfg *qemu.Config, bootfile string) error {
+	if l := n.srv.LAN(); l != nil && n.h != nil {
+		if lans, known := n.h.netLANs(cfg); known {
+			on := false
+			for _, x := range lans {
+				on = on || x == l
+			}
+			if !on {
+				return vmerr.New(vmerr.Usage, "qemu.start: netboot server %s serves lan %s; start the VM on it (net = that lan, or nics = {that lan, …})", n.srv.Name(), l.Name()).With("option", "netboot")
+			}
+		}
+	}
 	return n.srv.ConfigureNetboot(cfg, bootfile)
 }
 
@@ -44,6 +57,25 @@ func (h *Host) serveNetboot(L *lua.LState) int {
 		MaxBlockSize: o.Int("max_blksize", 0),
 		Timeout:      o.Duration("tftp_timeout", 0),
 		Run:          h.opt.Run,
+	}
+	var onLAN *luaLAN
+	switch v := o.Get("lan").(type) {
+	case *lua.LNilType:
+	case *lua.LUserData:
+		x, ok := v.Value.(*luaLAN)
+		if !ok {
+			h.Errorf(L, vmerr.Usage, "%s: option \"lan\" must be a lan from lan.new", fn)
+		}
+		onLAN = x
+	default:
+		h.Errorf(L, vmerr.Usage, "%s: option \"lan\" must be a lan from lan.new, got %s", fn, v.Type())
+	}
+	bootfile := o.String("bootfile", "")
+	if onLAN == nil && bootfile != "" {
+		h.Errorf(L, vmerr.Usage, "%s: option \"bootfile\" is what a LAN's DHCP advertises and needs lan; without one give it to qemu.start{netboot = server, bootfile = …}", fn)
+	}
+	if onLAN != nil && opt.ClientHost != "" {
+		h.Errorf(L, vmerr.Usage, "%s: option \"client_host\" does not go with lan (clients reach the server at the gateway %s)", fn, onLAN.l.Gateway())
 	}
 	switch v := o.Get("files").(type) {
 	case *lua.LNilType:
@@ -69,11 +101,17 @@ func (h *Host) serveNetboot(L *lua.LState) int {
 	if opt.Root == "" && len(opt.Files) == 0 {
 		h.Errorf(L, vmerr.Usage, "%s: give root (a directory) or files (overlay texts), or both", fn)
 	}
-	srv, err := netboot.Serve(opt)
+	var srv *netboot.Server
+	var err error
+	if onLAN != nil {
+		srv, err = netboot.ServeLAN(onLAN.l, opt, bootfile)
+	} else {
+		srv, err = netboot.Serve(opt)
+	}
 	if err != nil {
 		h.Raise(L, err)
 	}
-	n := &luaNetboot{srv: srv}
+	n := &luaNetboot{h: h, srv: srv}
 	n.forget = h.OnClose("close netboot server "+srv.Name(), func() { srv.Close() })
 	L.Push(h.NewObject(L, "netboot_server", n))
 	return 1
@@ -129,9 +167,9 @@ func init() {
 		Doc:  "TFTP and HTTP servers for network boots, confined to one root, with every request recorded.",
 		Funcs: []Func{{
 			Name:    "serve",
-			Params:  "opts: {root?: string, files?: table<string, string>, tftp?: boolean, http?: boolean, upload?: string, name?: string, client_host?: string, max_blksize?: integer, tftp_timeout?: duration}",
+			Params:  "opts: {root?: string, files?: table<string, string>, tftp?: boolean, http?: boolean, upload?: string, name?: string, client_host?: string, max_blksize?: integer, tftp_timeout?: duration, lan?: vmscript.LAN, bootfile?: string}",
 			Returns: "vmscript.NetbootServer",
-			Doc:     "Serve root (and overlay files, with {{server}} {{tftp}} {{http}} filled in) over TFTP and HTTP on ephemeral loopback ports; pass the server to qemu.start{netboot=}.",
+			Doc:     "Serve root (and overlay files, with {{server}} {{tftp}} {{http}} filled in) over TFTP and HTTP on ephemeral loopback ports; pass the server to qemu.start{netboot=}. With lan: on that LAN's gateway instead (TFTP port 69, HTTP port 80), and its DHCP advertises bootfile (default pxelinux.0; iPXE gets http://GATEWAY/NAME for a .ipxe script), so qemu.start{net = lan, netboot = server} (or boot = \"n\") PXE-boots from it.",
 			Fn:      func(h *Host, L *lua.LState) int { return h.serveNetboot(L) },
 		}},
 	})
@@ -145,6 +183,8 @@ func init() {
 			{Name: "client_http_url", Type: "string", Doc: "The HTTP URL as a guest on user networking reaches it (http://10.0.2.2:PORT)."},
 			{Name: "root", Type: "string", Doc: "The served directory (\"\" for overlay only)."},
 			{Name: "name", Type: "string", Doc: "The server's name in the timeline and netboot.log."},
+			{Name: "lan", Type: "string?", Doc: "The name of the LAN the server is attached to (nil on loopback)."},
+			{Name: "bootfile", Type: "string?", Doc: "The boot file the LAN's DHCP advertises (nil on loopback)."},
 		},
 		Get: func(h *Host, L *lua.LState, self any, name string) lua.LValue {
 			s := self.(*luaNetboot).srv
@@ -161,6 +201,16 @@ func init() {
 				return lua.LString(s.Root())
 			case "name":
 				return lua.LString(s.Name())
+			case "lan":
+				if l := s.LAN(); l != nil {
+					return lua.LString(l.Name())
+				}
+				return lua.LNil
+			case "bootfile":
+				if s.LAN() != nil {
+					return lua.LString(s.LANBootfile())
+				}
+				return lua.LNil
 			}
 			return nil
 		},

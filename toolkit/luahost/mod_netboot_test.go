@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/qemu"
 )
 
 func TestNetbootLua(t *testing.T) {
@@ -117,4 +118,65 @@ func TestNetbootLuaQEMU(t *testing.T) {
 	}
 	cmdline, _ := os.ReadFile(run.Path("luapxe.cmdline"))
 	t.Logf("cmdline: %s", cmdline)
+}
+
+// TestNetbootLuaLAN: netboot.serve{lan = l} on a LAN's gateway, the
+// Debian installer booted from it through iPXE: the LAN's DHCP hands iPXE
+// the HTTP URL of boot.ipxe, the kernel and initrd come over HTTP, and the
+// installer asks for a language.
+func TestNetbootLuaLAN(t *testing.T) {
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	const tree = "/usr/lib/debian-installer/images/12/amd64/text"
+	if _, err := os.Stat(tree); err != nil {
+		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
+			t.Fatalf("package debian-installer-12-netboot-amd64: %v", err)
+		}
+		t.Skipf("package debian-installer-12-netboot-amd64: %v", err)
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	run, err := journal.New(filepath.Join(t.TempDir(), "run"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Close()
+	out, err := runLua(t, ctx, `
+		local l = lan.new{ name = "pxe" }
+		local ok, e = pcall(netboot.serve, { lan = l, root = args.tree, bootfile = "nope.0" })
+		print(e.kind)
+		ok, e = pcall(netboot.serve, { root = args.tree, bootfile = "pxelinux.0" })
+		print(e.kind)
+		local srv = netboot.serve{ lan = l, root = args.tree, bootfile = "boot.ipxe", files = {
+			["boot.ipxe"] = "#!ipxe\nkernel debian-installer/amd64/linux initrd=initrd.gz vga=788 console=ttyS0,115200 --- quiet\ninitrd debian-installer/amd64/initrd.gz\nboot\n",
+		} }
+		print(srv.lan, srv.bootfile, srv.client_http_url)
+		ok, e = pcall(qemu.start, { name = "wrong", netboot = srv })
+		print(e.kind)
+		local other = lan.new{ name = "other" }
+		ok, e = pcall(qemu.start, { name = "wrong2", net = other, netboot = srv })
+		print(e.kind, tostring(e):find("serves lan pxe", 1, true) ~= nil)
+		local vm = qemu.start{ name = "di", net = l, netboot = srv, memory = "1G" }
+		vm.console:expect("Select a language", { timeout = "210s" })
+		local acks = {}
+		for _, ev in ipairs(l:dhcp_events{ mac = vm.mac }) do
+			if ev.type == "ACK" then acks[#acks + 1] = ev.bootfile end
+		end
+		print(acks[1])
+		for _, r in ipairs(srv:requests{ outcome = "served" }) do print(r.proto, r.file) end
+	`, nil, Options{Args: map[string]string{"tree": tree}, Run: run})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, out)
+	}
+	want := "notfound\nusage\npxe\tboot.ipxe\thttp://10.0.3.1:80\nusage\nusage\ttrue\n" +
+		"http://10.0.3.1/boot.ipxe\n" +
+		"http\tboot.ipxe\nhttp\tdebian-installer/amd64/linux\nhttp\tdebian-installer/amd64/initrd.gz\n"
+	if out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
 }

@@ -2,10 +2,14 @@ package luahost
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/lan"
 	"github.com/vmscript/vmscript/toolkit/ssh"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
@@ -105,64 +109,10 @@ func init() {
 	})
 	ExtendClass("vm", Func{
 		Name:    "ssh",
-		Params:  "opts?: {user?: string, password?: string, key?: string, keys?: string[], timeout?: duration, host_key?: string, sftp?: boolean}",
+		Params:  "opts?: {user?: string, password?: string, key?: string, keys?: string[], timeout?: duration, host_key?: string, sftp?: boolean, via?: \"forward\"|\"lan\", port?: integer}",
 		Returns: "vmscript.SSHClient",
-		Doc:     "SSH into the VM through its forward to guest port 22, waiting until the guest's server lets us in (default 2 min).",
-		Fn: func(h *Host, L *lua.LState) int {
-			v := h.checkVM(L)
-			o := h.Opts(L, 2, "vm:ssh")
-			cfg := ssh.Config{Host: "127.0.0.1"}
-			sshAuthOpts(o, &cfg)
-			cfg.NoSFTP = !o.Bool("sftp", true)
-			timeout := o.Duration("timeout", defaultVMSSHTimeout)
-			o.Done()
-			name := v.m.VM.Name()
-			for _, f := range v.m.VM.Forwards() {
-				if f.GuestPort == 22 && f.Proto == "tcp" {
-					cfg.Port = f.HostPort
-					if f.HostAddr != "" && f.HostAddr != "0.0.0.0" {
-						cfg.Host = f.HostAddr
-					}
-				}
-			}
-			if cfg.Port == 0 {
-				h.Errorf(L, vmerr.Usage, "vm:ssh: vm %s has no forward to guest port 22; start it with forwards = {22} in qemu.start", name)
-			}
-			cfg.Name = name
-			if cfg.User != "root" {
-				cfg.Name = name + "-" + cfg.User
-			}
-			// A VM that exits ends the wait at once, with its exit reason.
-			ctx, cancel := context.WithCancelCause(h.ctx)
-			defer cancel(nil)
-			go func() {
-				select {
-				case <-v.m.VM.Exited():
-					cancel(vmerr.New(vmerr.Exited, "vm %s exited while waiting for SSH", name))
-				case <-ctx.Done():
-				}
-			}()
-			cfg.Run = h.opt.Run
-			wctx, wcancel := context.WithTimeout(ctx, timeout)
-			defer wcancel()
-			c, err := ssh.Wait(wctx, cfg)
-			if err != nil {
-				if cause := context.Cause(ctx); cause != nil && h.ctx.Err() == nil {
-					if ve, ok := cause.(*vmerr.Error); ok {
-						h.Raise(L, ve.With("tail", v.m.Console.Tail(20)))
-					}
-				}
-				var ve *vmerr.Error
-				if errorAs(err, &ve) && ve.Kind == vmerr.Timeout {
-					ve.With("tail", v.m.Console.Tail(20)).With("vm", name)
-				}
-				h.Raise(L, err)
-			}
-			s := &luaSSH{c: c, waitTimeout: timeout}
-			s.forget = h.OnClose("close ssh "+c.Name(), func() { c.Close() })
-			L.Push(h.NewObject(L, "ssh_client", s))
-			return 1
-		},
+		Doc:     "SSH into the VM, waiting until the guest's server lets us in (default 2 min): through its forward to guest port 22 (user networking), or else (or with via = \"lan\") to the address its LAN NIC leased, through the LAN's stack (the lease is waited for within the same timeout).",
+		Fn:      func(h *Host, L *lua.LState) int { return h.vmSSH(L) },
 	})
 	RegisterClass(Class{
 		Name: "ssh_client",
@@ -327,4 +277,149 @@ func init() {
 			},
 		},
 	})
+}
+
+// vmSSH is vm:ssh.
+func (h *Host) vmSSH(L *lua.LState) int {
+	v := h.checkVM(L)
+	o := h.Opts(L, 2, "vm:ssh")
+	cfg := ssh.Config{Host: "127.0.0.1"}
+	sshAuthOpts(o, &cfg)
+	cfg.NoSFTP = !o.Bool("sftp", true)
+	timeout := o.Duration("timeout", defaultVMSSHTimeout)
+	via := o.OneOf("via", "", "", "forward", "lan")
+	guestPort := o.Int("port", 22)
+	o.Done()
+	name := v.m.VM.Name()
+	if guestPort < 1 || guestPort > 65535 {
+		h.Errorf(L, vmerr.Usage, "vm:ssh: port %d out of range", guestPort)
+	}
+	if via != "lan" {
+		for _, f := range v.m.VM.Forwards() {
+			if f.GuestPort == guestPort && f.Proto == "tcp" {
+				cfg.Port = f.HostPort
+				if f.HostAddr != "" && f.HostAddr != "0.0.0.0" {
+					cfg.Host = f.HostAddr
+				}
+			}
+		}
+	}
+	ports := h.vmLANPorts(name)
+	switch {
+	case cfg.Port != 0:
+	case via == "forward":
+		h.Errorf(L, vmerr.Usage, "vm:ssh: vm %s has no forward to guest port %d; start it with forwards = {%d} in qemu.start", name, guestPort, guestPort)
+	case len(ports) == 0 && via == "lan":
+		h.Errorf(L, vmerr.Usage, "vm:ssh: vm %s has no NIC on a lan; start it with net = lan (or nics = {lan, …}) in qemu.start", name)
+	case len(ports) == 0:
+		h.Errorf(L, vmerr.Usage, "vm:ssh: vm %s has neither a forward to guest port %d nor a NIC on a lan; start it with forwards = {%d} (user networking) or net = lan in qemu.start", name, guestPort, guestPort)
+	}
+	cfg.Name = name
+	if cfg.User != "root" {
+		cfg.Name = name + "-" + cfg.User
+	}
+	// A VM that exits ends the wait at once, with its exit reason.
+	ctx, cancel := context.WithCancelCause(h.ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-v.m.VM.Exited():
+			cancel(vmerr.New(vmerr.Exited, "vm %s exited while waiting for SSH", name))
+		case <-ctx.Done():
+		}
+	}()
+	cfg.Run = h.opt.Run
+	wctx, wcancel := context.WithTimeout(ctx, timeout)
+	defer wcancel()
+	raise := func(err error) {
+		if cause := context.Cause(ctx); cause != nil && h.ctx.Err() == nil {
+			if ve, ok := cause.(*vmerr.Error); ok {
+				h.Raise(L, ve.With("tail", v.m.Console.Tail(20)))
+			}
+		}
+		var ve *vmerr.Error
+		if errorAs(err, &ve) && ve.Kind == vmerr.Timeout {
+			ve.With("tail", v.m.Console.Tail(20)).With("vm", name)
+		}
+		h.Raise(L, err)
+	}
+	if cfg.Port == 0 {
+		p, lease, err := waitAnyLease(wctx, ports)
+		if err != nil {
+			var ve *vmerr.Error
+			if errorAs(err, &ve) && ve.Kind == vmerr.Timeout {
+				ve.Message = "vm:ssh: " + ve.Message + " (SSH over the LAN dials the guest's leased address)"
+			}
+			raise(err)
+		}
+		cfg.Host, cfg.Port = lease.IP.String(), guestPort
+		cfg.Dial = lanSSHDialer(p, guestPort)
+	}
+	c, err := ssh.Wait(wctx, cfg)
+	if err != nil {
+		raise(err)
+	}
+	s := &luaSSH{c: c, waitTimeout: timeout}
+	s.forget = h.OnClose("close ssh "+c.Name(), func() { c.Close() })
+	L.Push(h.NewObject(L, "ssh_client", s))
+	return 1
+}
+
+// waitAnyLease waits until one of a VM's LAN NICs holds a lease and returns
+// that NIC and lease. On timeout the error is the first NIC's (it says what
+// its DHCP server saw from that MAC).
+func waitAnyLease(ctx context.Context, ports []lanPort) (lanPort, lan.Lease, error) {
+	for _, p := range ports {
+		if l, ok := p.l.DHCP().Lease(p.mac); ok {
+			return p, l, nil
+		}
+	}
+	if len(ports) == 1 {
+		l, err := ports[0].l.DHCP().WaitLease(ctx, ports[0].mac)
+		return ports[0], l, err
+	}
+	type result struct {
+		i     int
+		lease lan.Lease
+		err   error
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan result, len(ports))
+	for i, p := range ports {
+		go func() {
+			l, err := p.l.DHCP().WaitLease(wctx, p.mac)
+			ch <- result{i, l, err}
+		}()
+	}
+	errs := make([]error, len(ports))
+	for range ports {
+		r := <-ch
+		if r.err == nil {
+			return ports[r.i], r.lease, nil
+		}
+		errs[r.i] = r.err
+	}
+	return ports[0], lan.Lease{}, errs[0]
+}
+
+// lanSSHDialer dials the guest's current lease (looked up at every attempt,
+// so a guest that rebooted and leased again is found) through the LAN's
+// stack. Its errors are plain, so that ssh.Wait retries them (a guest whose
+// server does not listen yet refuses the connection).
+func lanSSHDialer(p lanPort, port int) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		lease, ok := p.l.DHCP().Lease(p.mac)
+		if !ok {
+			return nil, fmt.Errorf("lan %s: %s holds no DHCP lease", p.l.Name(), p.mac)
+		}
+		c, err := p.l.DialTCP(ctx, lease.IP.String(), port)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w (%v)", ctx.Err(), err)
+			}
+			return nil, errors.New(err.Error())
+		}
+		return c, nil
+	}
 }

@@ -85,3 +85,50 @@ func TestLuaSSHNoForward(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestLuaSSHOverLAN: vm:ssh on a VM whose only NIC is on a LAN waits for
+// its lease and dials that address through the LAN's stack; a VM with
+// neither a forward nor a LAN NIC gets an error that says what to add.
+func TestLuaSSHOverLAN(t *testing.T) {
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if _, err := lab.Build(ctx, "mini", lab.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := journal.New(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run.Close()
+	out, err := runLua(t, ctx, `
+		local none = qemu.start{ name = "none", net = "none" }
+		local ok, e = pcall(function() return none:ssh{ key = "/nonexistent" } end)
+		print(e.kind, tostring(e):find("neither a forward", 1, true) ~= nil)
+		ok, e = pcall(function() return none:ssh{ key = "/nonexistent", via = "lan" } end)
+		print(e.kind, tostring(e):find("no NIC on a lan", 1, true) ~= nil)
+		none:kill()
+
+		local l = lan.new{ name = "sshlan", nat = false }
+		local vm = qemu.start{ name = "m", lab = "mini", net = l, memory = "256M" }
+		local c = vm:ssh{ user = "root", key = lab.image("mini").ssh_key, timeout = "150s" }
+		local lease = l:wait_lease{ mac = vm.mac, timeout = 1 }
+		print(c.host == lease.ip, c.port)
+		local r = c:run("ip -4 -o addr show eth0")
+		print(r.code, r.stdout:find(lease.ip .. "/", 1, true) ~= nil)
+		c:close()
+	`, nil, Options{Run: run})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, out)
+	}
+	want := "usage\ttrue\nusage\ttrue\ntrue\t22\n0\ttrue\n"
+	if out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+}

@@ -82,6 +82,13 @@ type Config struct {
 	// NoSFTP makes Get and Put use cat over exec even when the server offers
 	// SFTP.
 	NoSFTP bool
+	// Dial, if set, makes the TCP connection of every attempt instead of a
+	// net.Dialer (network "tcp", addr "Host:Port"), e.g. through a virtual
+	// LAN's network stack. Its error should be a plain error (not a
+	// *vmerr.Error of a kind other than "io") when a retry may succeed:
+	// Wait gives up at once on kinds "auth", "refused", "usage" and
+	// "cancelled".
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (cfg *Config) setDefaults() {
@@ -315,8 +322,12 @@ func (c *Client) waitTimeout(ctx context.Context, start time.Time, attempts int,
 func (c *Client) dialOnce(ctx context.Context) (*gossh.Client, error) {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(actx, "tcp", c.addr)
+	dial := c.cfg.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(actx, "tcp", c.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,311 @@
+// Command lan measures vmscript's virtual LAN in one run and prints a
+// markdown section with ratios.
+//
+//  1. TCP throughput host→guest: one mini lab guest with two NICs — eth0 on
+//     a vmscript LAN (DHCP lease), eth1 on QEMU user networking with a
+//     hostfwd — and one busybox `nc -ll -p 5001 -e sh -c 'cat >/dev/null;
+//     echo done'` listening on both. The host sends -size MB and half-closes;
+//     the clock stops when the guest's "done" comes back (everything was
+//     received). Over the LAN the host dials through the gateway's gVisor
+//     stack (lan.DialTCP); over user networking it dials the forward on
+//     127.0.0.1. Alternating, -rounds times each; the ratio is the median
+//     LAN throughput over the median user-networking one (goal ≥ 1.0).
+//
+//  2. DHCP DISCOVER→ACK latency on the LAN, from the DHCP events (the
+//     records of NAME.dhcp.log): the mini guest's udhcpc, and iPXE
+//     (/usr/lib/ipxe/ipxe.iso, package ipxe) booted -ipxe times.
+//
+//     go run ./bench/lan
+//     go run ./bench/lan -size 16 -rounds 3 -ipxe 1
+//
+// It needs qemu-system-x86_64 and builds (or reuses) the mini lab image.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmscript/vmscript/lab"
+	"github.com/vmscript/vmscript/toolkit/console"
+	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/lan"
+	"github.com/vmscript/vmscript/toolkit/machine"
+	"github.com/vmscript/vmscript/toolkit/qemu"
+)
+
+const (
+	guestPort = 5001
+	ipxeISO   = "/usr/lib/ipxe/ipxe.iso"
+)
+
+func main() {
+	size := flag.Int("size", 64, "MB sent per transfer")
+	rounds := flag.Int("rounds", 3, "transfers per path (alternating LAN and user networking)")
+	ipxe := flag.Int("ipxe", 3, "iPXE boots for the DHCP latency (0: none)")
+	keep := flag.Bool("keep", false, "keep the run directory")
+	flag.Parse()
+	if err := bench(*size, *rounds, *ipxe, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/lan:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "vmscript-bench-lan-")
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	run, err := journal.New(dir, time.Now())
+	if err != nil {
+		return err
+	}
+	defer run.Close()
+	img, err := lab.Build(ctx, "mini", lab.Options{})
+	if err != nil {
+		return err
+	}
+	l, err := lan.New(ctx, lan.Config{Name: "bench", DHCP: true, Run: run})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+
+	cfg := qemu.Config{
+		Name: "mini", Memory: "512M", Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"],
+		Append: img.Manifest.Append, Run: run,
+		Forwards: []qemu.Forward{{GuestPort: guestPort}},
+		NICs: []qemu.NIC{
+			{Open: func(vm, mac string) (*os.File, error) { f, _, err := l.Attach(vm, mac); return f, err }},
+			{User: true},
+		},
+	}
+	t0 := time.Now()
+	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	if err != nil {
+		return err
+	}
+	defer m.Stop(5 * time.Second)
+	lease, err := l.DHCP().WaitLease(ctx, m.VM.MAC())
+	if err != nil {
+		return err
+	}
+	miniDHCP, err := discoverToAck(l, m.VM.MAC())
+	if err != nil {
+		return err
+	}
+	if _, err := m.Console.Expect(ctx, []console.Pattern{{Text: "vmscript-mini: ready"}}, console.ExpectOptions{Timeout: 3 * time.Minute}); err != nil {
+		return err
+	}
+	// eth1 is the user-mode NIC: QEMU's hostfwd delivers to 10.0.2.15.
+	setup := fmt.Sprintf("ip link set eth1 up; ip addr add 10.0.2.15/24 dev eth1; nc -ll -p %d -e sh -c 'cat >/dev/null; echo done' & echo setup-$((6*7))", guestPort)
+	mark := m.Console.Mark()
+	if err := m.Console.SendLine(ctx, setup); err != nil {
+		return err
+	}
+	if _, err := m.Console.Expect(ctx, []console.Pattern{{Text: "setup-42"}}, console.ExpectOptions{Timeout: time.Minute, From: &mark}); err != nil {
+		return err
+	}
+	var fwd int
+	for _, f := range m.VM.Forwards() {
+		if f.GuestPort == guestPort {
+			fwd = f.HostPort
+		}
+	}
+	payload := make([]byte, sizeMB<<20)
+	rand.Read(payload)
+	dialLAN := func(ctx context.Context) (net.Conn, error) {
+		return l.DialTCP(ctx, lease.IP.String(), guestPort)
+	}
+	dialUser := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(fwd))
+	}
+	// One warm-up transfer each (TCP slow start, page cache, JIT of TCG).
+	for _, d := range []func(context.Context) (net.Conn, error){dialLAN, dialUser} {
+		if _, err := transfer(ctx, d, payload[:4<<20]); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	var lanRates, userRates []float64
+	for i := range rounds {
+		order := []string{"lan", "user"}
+		if i%2 == 1 {
+			order = []string{"user", "lan"}
+		}
+		for _, which := range order {
+			d, rates := dialLAN, &lanRates
+			if which == "user" {
+				d, rates = dialUser, &userRates
+			}
+			dur, err := transfer(ctx, d, payload)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", which, i+1, err)
+			}
+			*rates = append(*rates, float64(len(payload))/(1<<20)/dur.Seconds())
+		}
+	}
+	bootToLease := lease.At.Sub(t0)
+	var dl []string
+	for _, p := range l.Ports() {
+		dl = append(dl, fmt.Sprintf("%s %d", p.Name(), p.Stats().Dropped))
+	}
+	drops := strings.Join(dl, ", ")
+	accel := m.VM.Accel()
+
+	var ipxeDHCP []time.Duration
+	if _, err := os.Stat(ipxeISO); err == nil {
+		for i := range ipxeBoots {
+			d, err := ipxeLatency(ctx, l, run, i)
+			if err != nil {
+				return fmt.Errorf("ipxe: %w", err)
+			}
+			ipxeDHCP = append(ipxeDHCP, d)
+		}
+	} else if ipxeBoots > 0 {
+		fmt.Fprintf(os.Stderr, "bench/lan: %s missing (package ipxe): no iPXE latency\n", ipxeISO)
+	}
+
+	lanMed, userMed := median(lanRates), median(userRates)
+	fmt.Printf("## Virtual LAN (bench/lan)\n\n")
+	fmt.Printf("%s, %d CPUs, accel %s; one mini guest (eth0 on the LAN, eth1 on user networking with a hostfwd), same run.\n\n",
+		time.Now().Format("2006-01-02"), runtime.NumCPU(), accel)
+	fmt.Printf("### TCP throughput host→guest (%d MB, busybox nc → `cat >/dev/null`, until the guest's reply)\n\n", sizeMB)
+	fmt.Printf("| path | runs (MB/s) | median MB/s |\n|---|---|---|\n")
+	fmt.Printf("| LAN (gVisor stack → switch → socketpair → QEMU) | %s | %.1f |\n", list(lanRates), lanMed)
+	fmt.Printf("| user networking (hostfwd 127.0.0.1:%d → slirp) | %s | %.1f |\n\n", fwd, list(userRates), userMed)
+	fmt.Printf("Ratio LAN / user networking: **%.2f** (goal ≥ 1.0).\n\n", lanMed/userMed)
+	fmt.Printf("### DHCP DISCOVER→ACK on the LAN (from the DHCP log)\n\n")
+	fmt.Printf("| client | runs | median |\n|---|---|---|\n")
+	fmt.Printf("| mini (busybox udhcpc) | %s | %s |\n", durList([]time.Duration{miniDHCP}), ms(miniDHCP))
+	if len(ipxeDHCP) > 0 {
+		fmt.Printf("| iPXE (ipxe.iso) | %s | %s |\n", durList(ipxeDHCP), ms(medianDur(ipxeDHCP)))
+	}
+	fmt.Printf("\nmini: QEMU start → lease %.1fs. Switch port drops (queue full) during the transfers: %s.\n", bootToLease.Seconds(), drops)
+	if keep {
+		fmt.Printf("\nRun directory: %s\n", dir)
+	}
+	return nil
+}
+
+// transfer sends payload on a new connection, half-closes, and waits for
+// the guest's "done" (sent once cat has read everything).
+func transfer(ctx context.Context, dial func(context.Context) (net.Conn, error), payload []byte) (time.Duration, error) {
+	var c net.Conn
+	var err error
+	// The listener (nc -ll) forks per connection; retry a refused dial.
+	for i := 0; ; i++ {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err = dial(dctx)
+		cancel()
+		if err == nil || i == 20 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	start := time.Now()
+	if _, err := c.Write(payload); err != nil {
+		return 0, err
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil {
+			return 0, err
+		}
+	} else {
+		return 0, fmt.Errorf("%T cannot half-close", c)
+	}
+	reply, err := io.ReadAll(c)
+	d := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if !strings.Contains(string(reply), "done") {
+		return 0, fmt.Errorf("guest replied %q, want done", reply)
+	}
+	return d, nil
+}
+
+// discoverToAck is the time from a client's first DISCOVER to the first ACK
+// sent to it.
+func discoverToAck(l *lan.LAN, mac string) (time.Duration, error) {
+	var disc time.Time
+	for _, e := range l.DHCP().Events(mac) {
+		switch {
+		case e.Dir == "in" && e.Type == lan.Discover && disc.IsZero():
+			disc = e.At
+		case e.Dir == "out" && e.Type == lan.Ack && !disc.IsZero():
+			return e.At.Sub(disc), nil
+		}
+	}
+	return 0, fmt.Errorf("no DISCOVER→ACK for %s in the DHCP log", mac)
+}
+
+// ipxeLatency boots ipxe.iso on the LAN and returns its DISCOVER→ACK.
+func ipxeLatency(ctx context.Context, l *lan.LAN, run *journal.Run, i int) (time.Duration, error) {
+	name := fmt.Sprintf("ipxe%d", i+1)
+	cfg := qemu.Config{Name: name, Memory: "256M", ISO: ipxeISO, Boot: "d", Run: run,
+		NICs: []qemu.NIC{{Open: func(vm, mac string) (*os.File, error) { f, _, err := l.Attach(vm, mac); return f, err }}}}
+	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer m.Stop(5 * time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := l.DHCP().WaitLease(wctx, m.VM.MAC()); err != nil {
+		return 0, err
+	}
+	return discoverToAck(l, m.VM.MAC())
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func medianDur(xs []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), xs...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func list(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.1f", x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func durList(xs []time.Duration) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = ms(x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
