@@ -4,7 +4,7 @@ BIN      ?= bin/vmscript
 STATICCHECK_VERSION = v0.8.2
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build deps lab demo test test-short vet lint bench clean
+.PHONY: all build deps lab demo test test-short vet lint bench clean docs
 
 all: build
 
@@ -37,6 +37,10 @@ lint: vet
 	@test -x $(GOBIN_DIR)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## docs: regenerate docs/api.md and lua/types/vmscript.lua from the bindings' registrations
+docs:
+	$(GO) generate ./cmd/vmscript
 
 bench: build
 	$(GO) run ./bench -out bench/REPORT.md

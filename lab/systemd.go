@@ -360,7 +360,7 @@ func tarToCpioGz(tarPath, out string) (map[string]string, error) {
 		e := &cpioEntry{Name: name, UID: uint32(h.Uid), GID: uint32(h.Gid), Mtime: uint32(h.ModTime.Unix())}
 		perm := uint32(h.Mode) & 0o7777
 		switch h.Typeflag {
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg, 0: // 0 is the pre-POSIX regular file (TypeRegA)
 			e.Mode = modeRegular | perm
 			if h.Size > 1<<32-1 {
 				return fmt.Errorf("%s: too big for newc", name)

@@ -28,7 +28,7 @@ keyed by a hash of their inputs:
            kernel command line; initramfs, lab.iso, lab-good.iso, netboot/ tree`,
 	}
 	var cacheDir string
-	var force bool
+	var force, verbose, quiet bool
 	build := &cobra.Command{
 		Use:       "build mini|systemd|all",
 		Short:     "Build a lab guest (reusing the cache when its inputs are unchanged)",
@@ -41,14 +41,22 @@ keyed by a hash of their inputs:
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			mode := progressNormal
+			switch {
+			case quiet:
+				mode = progressQuiet
+			case verbose:
+				mode = progressVerbose
+			}
+			prog := newProgress(stderr, mode)
+			defer prog.Close()
 			for _, name := range names {
 				start := time.Now()
 				img, err := lab.Build(ctx, name, lab.Options{
 					CacheDir: cacheDir, Force: force,
-					Progress: func(stage, detail string) {
-						fmt.Fprintf(stderr, "[%s %6.1fs] %-10s %s\n", name, time.Since(start).Seconds(), stage, detail)
-					},
+					Progress: func(stage, detail string) { prog.Stage(name, stage, detail, start) },
 				})
+				prog.EndStages()
 				if err != nil {
 					if ctx.Err() != nil {
 						return &exitError{code: exitSIGINT, msg: fmt.Sprintf("lab build %s interrupted", name)}
@@ -67,6 +75,8 @@ keyed by a hash of their inputs:
 	}
 	build.Flags().StringVar(&cacheDir, "cache", "", "cache directory (default ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/lab)")
 	build.Flags().BoolVar(&force, "force", false, "rebuild even when the cache is current")
+	build.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print a line when each stage ends (on a terminal)")
+	build.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress, only the result and errors")
 
 	var file string
 	path := &cobra.Command{

@@ -83,7 +83,7 @@ by default): timeline.jsonl, run.json, console logs, notes.`),
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
-	root.AddCommand(newRunCmd(stdout, stderr), newCheckCmd(stdout, stderr),
-		newLabCmd(stdout, stderr), newVersionCmd(stdout))
+	root.AddCommand(newRunCmd(stdout, stderr), newREPLCmd(stdout, stderr), newCheckCmd(stdout, stderr),
+		newDocCmd(stdout), newLabCmd(stdout, stderr), newVersionCmd(stdout))
 	return root
 }

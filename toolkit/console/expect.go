@@ -236,7 +236,7 @@ func (m *matcher) scan(buf []byte) (hit, bool) {
 // A match already in the history before a close or a fail line still
 // succeeds. A successful match moves the console's "last match" cursor,
 // which is where a wait with a nil From starts.
-func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions) (*Match, error) {
+func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions) (_ *Match, err error) {
 	start := time.Now()
 	cp, err := compilePatterns(pats, opt.Raw)
 	if err != nil {
@@ -259,6 +259,19 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 		delete(c.waiters, w)
 		c.mu.Unlock()
 	}()
+
+	if c.run != nil {
+		// wait-start and wait-end let a progress display show what is
+		// awaited, where, and for how long.
+		c.run.Event(c.source, "wait-start", map[string]any{"patterns": patternList(pats), "timeout_s": timeout.Seconds()})
+		defer func() {
+			f := map[string]any{"patterns": patternList(pats), "waited_s": time.Since(start).Seconds(), "ok": err == nil}
+			if ve, isVM := err.(*vmerr.Error); isVM {
+				f["kind"] = ve.Kind
+			}
+			c.run.Event(c.source, "wait-end", f)
+		}()
+	}
 
 	fromOff := from.Text
 	if opt.Raw {

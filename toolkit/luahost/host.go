@@ -21,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/notes"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
 )
@@ -393,4 +394,40 @@ func (h *Host) RunCleanups() {
 			cs[i].fn()
 		}
 	}
+}
+
+// Eval runs a chunk of Lua source named name on the host's goroutine and
+// returns the values it returns (for a REPL). Errors are classified as for
+// RunString: *SyntaxError, *ScriptError, *ExitError or the run's cancel
+// cause.
+func (h *Host) Eval(src, name string) ([]lua.LValue, error) {
+	fn, err := h.load(src, name)
+	if err != nil {
+		return nil, err
+	}
+	top := h.L.GetTop()
+	h.L.Push(fn)
+	if err := h.L.PCall(0, lua.MultRet, nil); err != nil {
+		h.L.SetTop(top)
+		return nil, h.scriptResult(err)
+	}
+	n := h.L.GetTop() - top
+	out := make([]lua.LValue, n)
+	for i := 0; i < n; i++ {
+		out[i] = h.L.Get(top + 1 + i)
+	}
+	h.L.SetTop(top)
+	return out, nil
+}
+
+// ToString is Lua's tostring(v), honouring __tostring.
+func (h *Host) ToString(v lua.LValue) string { return h.tostring(v) }
+
+// OpenNotebook returns the run's notebook if the script opened one (used
+// notes.*), without creating notes.md otherwise.
+func (h *Host) OpenNotebook() *notes.Notebook {
+	if nb, ok := notebooks.Load(h); ok {
+		return nb.(*notes.Notebook)
+	}
+	return nil
 }

@@ -130,9 +130,8 @@ func Dialog(ctx context.Context, con *console.Console, cases []Case, opt DialogO
 	// The outcome of the case that ended the dialog, set by its Tag
 	// function (goexpect calls it on the dialog's goroutine).
 	type outcome struct {
-		idx  int
-		err  error
-		text string
+		idx int
+		err error
 	}
 	var (
 		omu  sync.Mutex

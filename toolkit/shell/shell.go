@@ -360,9 +360,8 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		from = atLoginPrompt(con)
 	}
 	for {
-		m, err := expect(from, []console.Pattern{{Text: "login: "}}, NudgeInterval)
+		_, err := expect(from, []console.Pattern{{Text: "login: "}}, NudgeInterval)
 		if err == nil {
-			from = &m.End
 			break
 		}
 		if !vmerr.Is(err, vmerr.Timeout) {
