@@ -3,8 +3,8 @@ package netboot_test
 import (
 	"context"
 	"fmt"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -43,12 +43,7 @@ boot
 
 func needQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 }
 
 // pxeBoot serves root (plus overlay), boots a BIOS VM from it and waits for

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,12 +26,7 @@ import (
 
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatalf("VMSCRIPT_REQUIRE_QEMU is set but QEMU is missing: %v", err)
-		}
-		t.Skip("qemu-system-x86_64 not installed")
-	}
+	testenv.RequireQEMU(t)
 	if testing.Short() {
 		t.Skip("boots a VM; skipped with -short")
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,12 +26,7 @@ import (
 
 func needQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 }
 
 func newRun(t *testing.T) *journal.Run {

@@ -2,8 +2,8 @@ package checkpoint
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -19,12 +19,7 @@ import (
 // mini lab's ~100 MB cannot finish within a 1 s bound: Take fails with kind
 // "timeout", cancels the migration, resumes the guest and leaves no files.
 func TestE2ETimeout(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	img, err := lab.Build(ctx, "mini", lab.Options{})

@@ -438,7 +438,6 @@ func typeName(t dhcpv4.MessageType) string {
 	return fmt.Sprintf("TYPE-%d", uint8(t))
 }
 
-
 // requested returns the address a client asks for: option 50, else ciaddr.
 func requested(m *dhcpv4.DHCPv4) netip.Addr {
 	ip := m.RequestedIPAddress()

@@ -3,6 +3,7 @@ package lan_test
 import (
 	"context"
 	"fmt"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -25,12 +26,7 @@ import (
 // VMSCRIPT_REQUIRE_QEMU is set (CI), in which case it fails.
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatalf("VMSCRIPT_REQUIRE_QEMU is set but %s is missing: %v", qemu.DefaultBinary, err)
-		}
-		t.Skipf("%s missing", qemu.DefaultBinary)
-	}
+	testenv.RequireQEMU(t)
 }
 
 func newRun(t *testing.T) *journal.Run {

@@ -2,31 +2,21 @@ package luahost
 
 import (
 	"context"
-	"os"
-	"os/exec"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"testing"
 	"time"
 
-	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
-	"github.com/vmscript/vmscript/toolkit/qemu"
 )
 
 // TestLuaCheckpointMini boots the mini lab from Lua, checkpoints it and
 // forks it twice; each fork's console answers with the state of the
 // checkpoint and the files are removed at the end.
 func TestLuaCheckpointMini(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := lab.Build(ctx, "mini", lab.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Lab(t, "mini")
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)

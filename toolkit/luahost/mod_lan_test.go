@@ -2,13 +2,12 @@ package luahost
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
@@ -99,18 +98,11 @@ func TestLANBindingsNoQEMU(t *testing.T) {
 // TestE2ELANLua: the script's view — a mini guest on a LAN, its lease
 // cross-checked against the guest, the DHCP events in order, vm:link.
 func TestE2ELANLua(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal("VMSCRIPT_REQUIRE_QEMU is set but qemu-system-x86_64 is missing")
-		}
-		t.Skip("qemu-system-x86_64 missing")
-	}
+	testenv.RequireQEMU(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := lab.Build(ctx, "mini", lab.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Lab(t, "mini")
 	run := lanRun(t)
 	out, err := runLua(t, ctx, `
 		local l = lan.new{ pcap = true }

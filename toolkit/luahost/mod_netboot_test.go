@@ -2,6 +2,7 @@ package luahost
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
-	"github.com/vmscript/vmscript/toolkit/qemu"
 )
 
 func TestNetbootLua(t *testing.T) {
@@ -83,12 +83,7 @@ func TestNetbootLua(t *testing.T) {
 // netboot.serve + qemu.start{netboot = srv, bootfile = "pxelinux.0"}, and
 // waits for pxelinux to fetch its config over vmscript's TFTP.
 func TestNetbootLuaQEMU(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	img, err := lab.Build(ctx, "systemd", lab.Options{})
@@ -125,12 +120,7 @@ func TestNetbootLuaQEMU(t *testing.T) {
 // the HTTP URL of boot.ipxe, the kernel and initrd come over HTTP, and the
 // installer asks for a language.
 func TestNetbootLuaLAN(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	const tree = "/usr/lib/debian-installer/images/12/amd64/text"
 	if _, err := os.Stat(tree); err != nil {
 		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {

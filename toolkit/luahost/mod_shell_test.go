@@ -2,15 +2,12 @@ package luahost
 
 import (
 	"context"
-	"os"
-	"os/exec"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
-	"github.com/vmscript/vmscript/toolkit/qemu"
 	lua "github.com/yuin/gopher-lua"
 )
 
@@ -67,17 +64,10 @@ func boolStr(b bool) string {
 // the systemd lab, run, test, a timeout caught with pcall, then the
 // poweroff confirmation answered with console:dialog.
 func TestE2ELuaLoginRunDialog(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := lab.Build(ctx, "systemd", lab.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Lab(t, "systemd")
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -2,30 +2,21 @@ package luahost
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
-	"github.com/vmscript/vmscript/toolkit/qemu"
 )
 
 // TestLuaSSHMini boots the mini lab from Lua and runs a command over SSH.
 func TestLuaSSHMini(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if _, err := lab.Build(ctx, "mini", lab.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Lab(t, "mini")
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -66,12 +57,7 @@ func TestLuaSSHMini(t *testing.T) {
 // TestLuaSSHNoForward: vm:ssh on a VM without a forward to port 22 explains
 // what to add.
 func TestLuaSSHNoForward(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -90,18 +76,11 @@ func TestLuaSSHNoForward(t *testing.T) {
 // its lease and dials that address through the LAN's stack; a VM with
 // neither a forward nor a LAN NIC gets an error that says what to add.
 func TestLuaSSHOverLAN(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if _, err := lab.Build(ctx, "mini", lab.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Lab(t, "mini")
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)

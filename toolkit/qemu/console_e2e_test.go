@@ -3,8 +3,8 @@ package qemu_test
 import (
 	"bytes"
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -18,12 +18,7 @@ import (
 // serial port (SerialBIOS) writes ESC c as its very first output; the
 // console and its log must begin with it.
 func TestE2EConsoleHoldsByteZero(t *testing.T) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)

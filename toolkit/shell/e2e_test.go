@@ -2,8 +2,8 @@ package shell_test
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,12 +19,7 @@ import (
 
 func needQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 }
 
 func bootLab(t *testing.T, ctx context.Context, name, memory, extra string) (*machine.Machine, *journal.Run) {

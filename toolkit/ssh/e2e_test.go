@@ -2,8 +2,8 @@ package ssh
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,12 +21,7 @@ import (
 // VMSCRIPT_REQUIRE_QEMU is set.
 func bootLab(t *testing.T, run *journal.Run, name, memory string) (*machine.Machine, int, *lab.Image) {
 	t.Helper()
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("VMSCRIPT_REQUIRE_QEMU") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	img, err := lab.Build(ctx, name, lab.Options{})

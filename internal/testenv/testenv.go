@@ -1,0 +1,59 @@
+// Package testenv holds what the end-to-end tests of every package share:
+// the rule for skipping when QEMU is missing, and the lab images.
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vmscript/vmscript/lab"
+)
+
+// RequireEnv is the variable that turns a missing QEMU from a skip into a
+// failure; .ci/run sets it.
+const RequireEnv = "VMSCRIPT_REQUIRE_QEMU"
+
+// Required reports whether the environment demands the end-to-end tests run.
+func Required() bool { return os.Getenv(RequireEnv) != "" }
+
+// RequireQEMU skips t when qemu-system-x86_64 is missing, unless
+// VMSCRIPT_REQUIRE_QEMU is set, in which case it fails t.
+func RequireQEMU(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if Required() {
+			t.Fatalf("%s is set but QEMU is missing: %v", RequireEnv, err)
+		}
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+}
+
+// RequireTool skips (or, with VMSCRIPT_REQUIRE_QEMU, fails) t when a host
+// program a test drives is missing.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if Required() {
+			t.Fatalf("%s is set but %s is missing (see lab/host-packages.txt): %v", RequireEnv, name, err)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// Lab returns a lab image, building it when the cache does not hold the
+// current one.
+func Lab(t testing.TB, name string) *lab.Image {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	img, err := lab.Build(ctx, name, lab.Options{})
+	if err != nil {
+		t.Fatalf("lab %s: %v", name, err)
+	}
+	return img
+}
