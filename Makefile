@@ -42,8 +42,9 @@ lint: vet
 docs:
 	$(GO) generate ./cmd/vmscript
 
-bench: build
-	$(GO) run ./bench -out bench/REPORT.md
+## bench: every benchmark against its peers, as ratios, into bench/REPORT.md (never a test)
+bench:
+	bench/run
 
 clean:
 	rm -rf bin
