@@ -406,6 +406,19 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		case 1:
 			return nil, authErr(con, opt.User, "Login incorrect")
 		}
+		// A '#' or '$' at the end of what has arrived so far may be the
+		// middle of a line cut by the serial port ("Linux lab … #" then
+		// "1 SMP …" of the welcome banner): a prompt is the last thing
+		// printed, so it must stay the end of the console for a moment.
+		if !quietAfter(ctx, con, m.End, promptQuiet) {
+			// Either the banner went on, or a kernel message followed a
+			// real prompt: an empty command line makes a shell print a
+			// fresh prompt, and is harmless type-ahead otherwise.
+			if err := con.Send(ctx, "\r"); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		break
 	}
 
@@ -421,6 +434,27 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 func authErr(con *console.Console, user, why string) error {
 	return vmerr.New(vmerr.Auth, "%s: login as %s failed: %s", con.Name(), user, why).
 		With("vm", con.Name()).With("user", user).With("tail", con.Tail(console.TailLines))
+}
+
+// promptQuiet is how long a shell prompt must stay the last thing on the
+// console before Login believes it.
+const promptQuiet = 300 * time.Millisecond
+
+// quietAfter reports whether nothing arrives on the console after end for
+// d (false as soon as something does, or when ctx ends).
+func quietAfter(ctx context.Context, con *console.Console, end console.Mark, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if con.Mark().Text > end.Text {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return con.Mark().Text <= end.Text
 }
 
 // atLoginPrompt returns the start of the console's last (incomplete) line
