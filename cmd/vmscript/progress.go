@@ -235,6 +235,9 @@ func (p *progress) handle(ev journal.Event) {
 }
 
 func patternsOf(f map[string]any) string {
+	if what, ok := f["what"].(string); ok && what != "" {
+		return what
+	}
 	switch ps := f["patterns"].(type) {
 	case []string: // in-process events carry the Go value
 		return strings.Join(ps, " or ")

@@ -65,6 +65,10 @@ type ExpectOptions struct {
 	From *Mark
 	// Raw matches the raw bytes instead of the ANSI-stripped text.
 	Raw bool
+	// Desc says in words what the wait is for ("the end of `uptime`"); the
+	// timeline's wait events and progress displays show it instead of the
+	// patterns, which for generated markers mean nothing to a person.
+	Desc string
 }
 
 // Match is a successful wait.
@@ -263,9 +267,16 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 	if c.run != nil {
 		// wait-start and wait-end let a progress display show what is
 		// awaited, where, and for how long.
-		c.run.Event(c.source, "wait-start", map[string]any{"patterns": patternList(pats), "timeout_s": timeout.Seconds()})
+		ev := map[string]any{"patterns": patternList(pats), "timeout_s": timeout.Seconds()}
+		if opt.Desc != "" {
+			ev["what"] = opt.Desc
+		}
+		c.run.Event(c.source, "wait-start", ev)
 		defer func() {
 			f := map[string]any{"patterns": patternList(pats), "waited_s": time.Since(start).Seconds(), "ok": err == nil}
+			if opt.Desc != "" {
+				f["what"] = opt.Desc
+			}
 			if ve, isVM := err.(*vmerr.Error); isVM {
 				f["kind"] = ve.Kind
 			}

@@ -199,6 +199,11 @@ func (st *stripper) strip(p []byte, base int64) {
 				// ESC ESC: the first is abandoned.
 			case b == 0x18 || b == 0x1a:
 				st.state = stGround
+			case b >= 0x80:
+				// Not an escape after all (systemd cuts a colour code to a
+				// bare ESC before "…"): the byte is text, handle it as such.
+				st.state = stGround
+				i--
 			default:
 				st.state = stGround
 				st.control(b, ri)
@@ -254,6 +259,10 @@ func (st *stripper) strip(p []byte, base int64) {
 				st.seqLen = 0
 			case b == 0x18 || b == 0x1a:
 				st.state = stGround
+			case b >= 0x80:
+				// A cut-off sequence followed by UTF-8 text: keep the text.
+				st.state = stGround
+				i--
 			default:
 				// C0 controls are executed inside a CSI (VT100 rules).
 				st.control(b, ri)

@@ -58,6 +58,8 @@ func TestStrip(t *testing.T) {
 		{"ctl in csi", "a\x1b[1\n;2mb\n", "a\nb\n", []string{"a", "b"}},
 		{"cr then esc", "50%\r\x1b[K60%\n", "50%\n60%\n", []string{"50%", "60%"}},
 		{"utf8", "Grüße – ok\n", "Grüße – ok\n", []string{"Grüße – ok"}},
+		{"esc cut before utf8", "e2scrub_all.timer\x1b…metadata\n", "e2scrub_all.timer…metadata\n", []string{"e2scrub_all.timer…metadata"}},
+		{"csi cut before utf8", "a\x1b[0;1…b\n", "a…b\n", []string{"a…b"}},
 		{"unterminated csi bounded", "a\x1b[" + strings.Repeat("1", 100) + "bc\n", "a" + strings.Repeat("1", 100-maxCSI-1) + "bc\n", nil},
 		{"unterminated osc cut by newline", "a\x1b]0;junk\nvisible\n", "a\nvisible\n", []string{"a", "visible"}},
 	}

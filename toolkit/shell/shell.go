@@ -173,7 +173,7 @@ func (s *Shell) sync(ctx context.Context, deadline time.Time, why string) error 
 			w = time.Millisecond
 		}
 		_, err := s.con.Expect(ctx, []console.Pattern{{Regex: readyMarker(nonce).Regex()}},
-			console.ExpectOptions{From: &from, Timeout: w})
+			console.ExpectOptions{From: &from, Timeout: w, Desc: "the shell to answer (" + why + ")"})
 		if err == nil {
 			return nil
 		}
@@ -267,7 +267,7 @@ func (s *Shell) runLocked(ctx context.Context, cmd string, opt RunOptions) (Resu
 	if err := s.con.Send(ctx, cm.runLine(cmd)+"\r"); err != nil {
 		return Result{Code: -1}, withCmd(err, cmd, "")
 	}
-	m, err := s.con.Expect(ctx, []console.Pattern{{Regex: cm.end.Regex()}}, console.ExpectOptions{From: &from, Timeout: timeout})
+	m, err := s.con.Expect(ctx, []console.Pattern{{Regex: cm.end.Regex()}}, console.ExpectOptions{From: &from, Timeout: timeout, Desc: "the end of `" + shorten(cmd, 60) + "`"})
 	if err != nil {
 		partial := ""
 		if text := s.con.Text(&from, nil); text != "" {
@@ -482,4 +482,13 @@ func (s *Shell) String() string {
 		return fmt.Sprintf("shell on %s as %s", s.name, s.user)
 	}
 	return "shell on " + s.name
+}
+
+// shorten cuts s to n bytes for a description, marking the cut.
+func shorten(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
