@@ -130,7 +130,7 @@ func TestE2EPXE(t *testing.T) {
 	}
 	boot("debian-installer-tftp", func() error {
 		srv, err := pxeBoot(t, "di-tftp", DebianNetboot, map[string]string{"pxelinux.cfg/default": DebianPXEConfig},
-			"pxelinux.0", "Select a language", 4*time.Minute)
+			"pxelinux.0", "Select a language", 8*time.Minute)
 		if err != nil {
 			return err
 		}
@@ -146,7 +146,7 @@ func TestE2EPXE(t *testing.T) {
 	})
 	boot("debian-installer-ipxe-http", func() error {
 		srv, err := pxeBoot(t, "di-http", DebianNetboot, map[string]string{"boot.ipxe": DebianIPXEScript},
-			"boot.ipxe", "Select a language", 4*time.Minute)
+			"boot.ipxe", "Select a language", 8*time.Minute)
 		if err != nil {
 			return err
 		}
@@ -167,7 +167,7 @@ func TestE2EPXE(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		srv, err := pxeBoot(t, "lab-pxe", img.Files["netboot"], nil, "pxelinux.0", "login:", 5*time.Minute)
+		srv, err := pxeBoot(t, "lab-pxe", img.Files["netboot"], nil, "pxelinux.0", "login:", 8*time.Minute)
 		if err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func TestE2EPXE(t *testing.T) {
 			return nil
 		}
 		srv, err := pxeBootCfg(t, qemu.Config{Name: "di-uefi", Memory: "1G", Firmware: "uefi"}, DebianNetboot,
-			map[string]string{"boot.ipxe": DebianIPXEScript}, "boot.ipxe", "Select a language", 5*time.Minute)
+			map[string]string{"boot.ipxe": DebianIPXEScript}, "boot.ipxe", "Select a language", 8*time.Minute)
 		if err != nil {
 			return err
 		}

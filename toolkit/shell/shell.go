@@ -383,6 +383,7 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		return nil, err
 	}
 	pwSent := false
+	var lastNudge time.Time
 	pats := []console.Pattern{{Text: "assword:"}, {Text: "Login incorrect"}, {Regex: promptRE}}
 	for {
 		m, err := expect(&cur, pats, timeout)
@@ -413,9 +414,14 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		if !quietAfter(ctx, con, m.End, promptQuiet) {
 			// Either the banner went on, or a kernel message followed a
 			// real prompt: an empty command line makes a shell print a
-			// fresh prompt, and is harmless type-ahead otherwise.
-			if err := con.Send(ctx, "\r"); err != nil {
-				return nil, err
+			// fresh prompt, and is harmless type-ahead otherwise. At most
+			// one Enter per promptNudge, or the prompts our own Enters
+			// produce would keep every earlier prompt from being the last.
+			if time.Since(lastNudge) >= promptNudge {
+				if err := con.Send(ctx, "\r"); err != nil {
+					return nil, err
+				}
+				lastNudge = time.Now()
 			}
 			continue
 		}
@@ -439,6 +445,10 @@ func authErr(con *console.Console, user, why string) error {
 // promptQuiet is how long a shell prompt must stay the last thing on the
 // console before Login believes it.
 const promptQuiet = 300 * time.Millisecond
+
+// promptNudge is the least time between two Enters Login presses to get a
+// prompt that stays the last thing on the console.
+const promptNudge = 2 * time.Second
 
 // quietAfter reports whether nothing arrives on the console after end for
 // d (false as soon as something does, or when ctx ends).
