@@ -272,12 +272,21 @@ func resolveKey(ctx context.Context, b *build, bl builder) (string, error) {
 	var pkgs map[string]string
 	if ok && e.stamp == stamp {
 		pkgs = e.pkgs
+	} else if saved, ok := loadResolved(b.cache, b.name, stamp, bl.recipe()); ok {
+		pkgs = saved
+		resolveMemo.Lock()
+		if resolveMemo.m == nil {
+			resolveMemo.m = map[string]memoEntry{}
+		}
+		resolveMemo.m[b.name] = memoEntry{stamp: stamp, pkgs: pkgs}
+		resolveMemo.Unlock()
 	} else {
 		var err error
 		pkgs, err = bl.resolve(ctx, b)
 		if err != nil {
 			return "", b.fail(err)
 		}
+		saveResolved(b.cache, b.name, stamp, bl.recipe(), pkgs)
 		resolveMemo.Lock()
 		if resolveMemo.m == nil {
 			resolveMemo.m = map[string]memoEntry{}
@@ -291,6 +300,44 @@ func resolveKey(ctx context.Context, b *build, bl builder) (string, error) {
 		return "", b.fail(err)
 	}
 	return key, nil
+}
+
+// resolvedFile keeps the resolved package set between processes: every
+// `vmscript run` that boots a lab image looks it up, and resolving costs
+// 1.5–3 s of apt-cache — measured as most of vmscript's start-up overhead
+// over bare QEMU. It is valid while apt's state (aptStamp) and the
+// recipe are unchanged.
+type resolvedFile struct {
+	Stamp    string            `json:"apt_stamp"`
+	Recipe   string            `json:"recipe"`
+	Packages map[string]string `json:"packages"`
+}
+
+func resolvedPath(cache, name string) string {
+	return filepath.Join(cache, "resolved-"+name+".json")
+}
+
+func loadResolved(cache, name, stamp, recipe string) (map[string]string, bool) {
+	data, err := os.ReadFile(resolvedPath(cache, name))
+	if err != nil {
+		return nil, false
+	}
+	var r resolvedFile
+	if json.Unmarshal(data, &r) != nil || r.Stamp != stamp || r.Recipe != recipe || len(r.Packages) == 0 {
+		return nil, false
+	}
+	return r.Packages, true
+}
+
+func saveResolved(cache, name, stamp, recipe string, pkgs map[string]string) {
+	data, err := json.Marshal(resolvedFile{Stamp: stamp, Recipe: recipe, Packages: pkgs})
+	if err != nil || os.MkdirAll(cache, 0o755) != nil {
+		return
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", resolvedPath(cache, name), os.Getpid())
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, resolvedPath(cache, name))
+	}
 }
 
 func finalDir(cache, name, key string) string {
