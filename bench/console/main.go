@@ -256,7 +256,7 @@ func main() {
 	fmt.Printf("%s/%s, %d CPUs, %s. Same boot-log text, prompt at the end, delivered one chunk per Read; both wait for the regex %q.\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), prompt)
 	fmt.Printf("CPU is process user+system time (getrusage); alloc is runtime.MemStats.TotalAlloc.\n\n")
-	hdr := "| size | chunk | delivery floor CPU | console CPU | goexpect CPU | CPU ratio | console alloc | goexpect alloc | alloc ratio | console wall | goexpect wall |"
+	hdr := "| size | chunk | delivery floor CPU | console CPU | goexpect CPU | CPU ratio | CPU ratio above floor | console alloc | goexpect alloc | alloc ratio | console wall | goexpect wall |"
 	if *withLog {
 		hdr += " console+log CPU |"
 	}
@@ -303,10 +303,11 @@ func main() {
 			}
 			row := fmt.Sprintf("| %d MB | %d B | %s | %s |", size, chunk, secs(fs.cpu), secs(cs.cpu))
 			if gs.skipped != "" {
-				row += fmt.Sprintf(" %s | — | %s | — | — | %s | — |", gs.skipped, mb(cs.alloc), secs(cs.wall))
+				row += fmt.Sprintf(" %s | — | — | %s | — | — | %s | — |", gs.skipped, mb(cs.alloc), secs(cs.wall))
 			} else {
-				row += fmt.Sprintf(" %s | %.0f× | %s | %s | %.0f× | %s | %s |",
+				row += fmt.Sprintf(" %s | %.0f× | %s | %s | %s | %.0f× | %s | %s |",
 					secs(gs.cpu), float64(gs.cpu)/float64(max(cs.cpu, time.Millisecond)),
+					aboveFloor(cs.cpu, gs.cpu, fs.cpu),
 					mb(cs.alloc), mb(gs.alloc), float64(gs.alloc)/float64(max(cs.alloc, 1)),
 					secs(cs.wall), secs(gs.wall))
 			}
@@ -324,4 +325,20 @@ func main() {
 	for _, n := range notes {
 		fmt.Println("- " + n)
 	}
+}
+
+// aboveFloor compares the CPU each side spent beyond the delivery floor (the
+// pacing and hand-off both pay): the cost of matching itself. A console
+// within noise of the floor is counted as 10 ms, and the ratio shown as a
+// lower bound.
+func aboveFloor(console, goexpect, floor time.Duration) string {
+	const least = 10 * time.Millisecond
+	c, g := console-floor, goexpect-floor
+	if g <= 0 {
+		return "—"
+	}
+	if c < least {
+		return fmt.Sprintf("≥ %.0f×", float64(g)/float64(least))
+	}
+	return fmt.Sprintf("%.0f×", float64(g)/float64(c))
 }
