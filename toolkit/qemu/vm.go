@@ -144,10 +144,12 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 
 	// The private directory.
 	if cfg.Dir == "" {
+		sweepStale(shortTempParent())
 		d, err := os.MkdirTemp(shortTempParent(), "vms-"+shorten(cfg.Name, 10)+"-")
 		if err != nil {
 			return nil, vmerr.Wrap(vmerr.IO, err, "qemu: private directory")
 		}
+		markOwner(d)
 		cfg.Dir, v.ownDir = d, true
 	} else {
 		abs, err := filepath.Abs(cfg.Dir)
