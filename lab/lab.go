@@ -61,15 +61,13 @@ type Options struct {
 	Log io.Writer
 }
 
-// DefaultCacheDir returns ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/lab.
+// DefaultCacheDir returns ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/lab
+// (os.UserCacheDir), or a directory under the temporary directory when
+// neither is set.
 func DefaultCacheDir() string {
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" {
-			home = os.TempDir()
-		}
-		base = filepath.Join(home, ".cache")
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
 	}
 	return filepath.Join(base, "vmscript", "lab")
 }

@@ -302,13 +302,9 @@ func historyPath() string {
 	if p := os.Getenv("VMSCRIPT_HISTORY"); p != "" {
 		return p
 	}
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		base = filepath.Join(home, ".cache")
+	base, err := os.UserCacheDir() // $XDG_CACHE_HOME or ~/.cache
+	if err != nil {
+		return ""
 	}
 	return filepath.Join(base, "vmscript", "repl_history")
 }

@@ -1,6 +1,7 @@
 package luahost
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -188,10 +189,10 @@ func (h *Host) cancelCause() *vmerr.Error {
 		return nil
 	}
 	var ve *vmerr.Error
-	if errors.As(contextCause(h.ctx), &ve) {
+	if errors.As(context.Cause(h.ctx), &ve) {
 		return ve
 	}
-	return vmerr.New(vmerr.Cancelled, "run cancelled: %v", contextCause(h.ctx))
+	return vmerr.New(vmerr.Cancelled, "run cancelled: %v", context.Cause(h.ctx))
 }
 
 // Errorf raises a *vmerr.Error of the given kind.
@@ -271,5 +272,3 @@ func luaWhere(L *lua.LState) string {
 	}
 	return ""
 }
-
-func errorAs(err error, target **vmerr.Error) bool { return errors.As(err, target) }

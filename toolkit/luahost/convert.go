@@ -1,7 +1,6 @@
 package luahost
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -10,8 +9,6 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 )
-
-func contextCause(ctx context.Context) error { return context.Cause(ctx) }
 
 // ToLua converts a Go value (nil, bool, numbers, string, []byte, []string,
 // []any, map[string]any, time.Time, time.Duration, json.RawMessage, or an

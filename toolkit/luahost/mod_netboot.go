@@ -241,9 +241,7 @@ func init() {
 				Fn: func(h *Host, L *lua.LState) int {
 					n := h.checkNetboot(L)
 					name := L.CheckString(2)
-					o := h.Opts(L, 3, "netboot_server:wait_file")
-					timeout := o.Duration("timeout", defaultWaitFileTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 3, "netboot_server:wait_file", defaultWaitFileTimeout)
 					ctx, cancel := h.withTimeout(timeout)
 					defer cancel()
 					r, err := n.srv.WaitFile(ctx, name)

@@ -3,6 +3,7 @@ package luahost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -182,9 +183,6 @@ func (h *Host) startVM(L *lua.LState) int {
 	}
 	if names[cfg.Name] {
 		h.Errorf(L, vmerr.Usage, "qemu.start: a VM named %q already exists in this run (its logs would collide); pick another name", cfg.Name)
-	}
-	if err := cfg.Validate(); err != nil {
-		h.Raise(L, err)
 	}
 	m, err := machine.Boot(h.ctx, cfg, machine.Options{})
 	if err != nil {
@@ -467,15 +465,13 @@ func init() {
 				Doc: "Wait for QEMU to exit (default 2 min); reason is the QMP SHUTDOWN reason, \"killed\", \"crashed\" or \"error\".",
 				Fn: func(h *Host, L *lua.LState) int {
 					v := h.checkVM(L)
-					o := h.Opts(L, 2, "vm:wait")
-					timeout := o.Duration("timeout", defaultWaitTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 2, "vm:wait", defaultWaitTimeout)
 					ctx, cancel := h.withTimeout(timeout)
 					defer cancel()
 					st, err := v.m.VM.Wait(ctx)
 					if err != nil {
 						var ve *vmerr.Error
-						if vmerr.Is(err, vmerr.Timeout) && errorAs(err, &ve) {
+						if vmerr.Is(err, vmerr.Timeout) && errors.As(err, &ve) {
 							ve.With("tail", v.m.Console.Tail(20)).With("waited_s", timeout.Seconds())
 						}
 						h.Raise(L, err)

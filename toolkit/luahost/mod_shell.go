@@ -178,9 +178,7 @@ func init() {
 				Fn: func(h *Host, L *lua.LState) int {
 					s := h.checkShell(L)
 					cmd := L.CheckString(2)
-					o := h.Opts(L, 3, "shell:run")
-					timeout := o.Duration("timeout", shell.DefaultRunTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 3, "shell:run", shell.DefaultRunTimeout)
 					r, err := s.s.Run(h.ctx, cmd, shell.RunOptions{Timeout: timeout})
 					if err != nil {
 						h.Raise(L, err)
@@ -195,9 +193,7 @@ func init() {
 				Fn: func(h *Host, L *lua.LState) int {
 					s := h.checkShell(L)
 					cmd := L.CheckString(2)
-					o := h.Opts(L, 3, "shell:test")
-					timeout := o.Duration("timeout", shell.DefaultRunTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 3, "shell:test", shell.DefaultRunTimeout)
 					r, err := s.s.Run(h.ctx, cmd, shell.RunOptions{Timeout: timeout})
 					if err != nil {
 						h.Raise(L, err)

@@ -183,9 +183,7 @@ func init() {
 				Doc:    "Check the connection and, if it is gone (guest rebooted), reconnect, retrying until timeout (default: the connect timeout).",
 				Fn: func(h *Host, L *lua.LState) int {
 					s := h.checkSSH(L)
-					o := h.Opts(L, 2, "ssh_client:wait")
-					timeout := o.Duration("timeout", s.waitTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 2, "ssh_client:wait", s.waitTimeout)
 					ctx, cancel := h.withTimeout(timeout)
 					defer cancel()
 					if err := s.c.Wait(ctx); err != nil {
@@ -203,9 +201,7 @@ func init() {
 					s := h.checkSSH(L)
 					remote := L.CheckString(2)
 					local := h.sshLocal(L.CheckString(3))
-					o := h.Opts(L, 4, "ssh_client:get")
-					timeout := o.Duration("timeout", defaultSSHCopyTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 4, "ssh_client:get", defaultSSHCopyTimeout)
 					ctx, cancel := h.withTimeout(timeout)
 					defer cancel()
 					if _, _, err := s.c.Get(ctx, remote, local); err != nil {
@@ -224,9 +220,7 @@ func init() {
 					s := h.checkSSH(L)
 					local := L.CheckString(2)
 					remote := L.CheckString(3)
-					o := h.Opts(L, 4, "ssh_client:put")
-					timeout := o.Duration("timeout", defaultSSHCopyTimeout)
-					o.Done()
+					timeout := h.TimeoutOpt(L, 4, "ssh_client:put", defaultSSHCopyTimeout)
 					ctx, cancel := h.withTimeout(timeout)
 					defer cancel()
 					n, _, err := s.c.Put(ctx, local, remote)
@@ -338,7 +332,7 @@ func (h *Host) vmSSH(L *lua.LState) int {
 			}
 		}
 		var ve *vmerr.Error
-		if errorAs(err, &ve) && ve.Kind == vmerr.Timeout {
+		if errors.As(err, &ve) && ve.Kind == vmerr.Timeout {
 			ve.With("tail", v.m.Console.Tail(20)).With("vm", name)
 		}
 		h.Raise(L, err)
@@ -347,7 +341,7 @@ func (h *Host) vmSSH(L *lua.LState) int {
 		p, lease, err := waitAnyLease(wctx, ports)
 		if err != nil {
 			var ve *vmerr.Error
-			if errorAs(err, &ve) && ve.Kind == vmerr.Timeout {
+			if errors.As(err, &ve) && ve.Kind == vmerr.Timeout {
 				ve.Message = "vm:ssh: " + ve.Message + " (SSH over the LAN dials the guest's leased address)"
 			}
 			raise(err)

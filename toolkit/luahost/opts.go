@@ -206,6 +206,15 @@ func DurationOf(v lua.LValue) (time.Duration, error) {
 	}
 }
 
+// TimeoutOpt reads an options table at stack index n that may hold only
+// timeout (the common `{timeout = "2m"}`), with def when it is absent.
+func (h *Host) TimeoutOpt(L *lua.LState, n int, fn string, def time.Duration) time.Duration {
+	o := h.Opts(L, n, fn)
+	d := o.Duration("timeout", def)
+	o.Done()
+	return d
+}
+
 // CheckDuration reads a required duration argument.
 func (h *Host) CheckDuration(L *lua.LState, n int) time.Duration {
 	d, err := DurationOf(L.Get(n))

@@ -77,13 +77,9 @@ func ResolveAccel(ctx context.Context, binary string) AccelChoice {
 // The verdict is keyed by the boot (boot_id), the kernel and the QEMU binary,
 // so a reboot, a kernel or QEMU upgrade, or a changed /dev/kvm probes again.
 func probeCacheFile() string {
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" {
-			return ""
-		}
-		base = filepath.Join(home, ".cache")
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return ""
 	}
 	return filepath.Join(base, "vmscript", "accel-probe.json")
 }
