@@ -2,6 +2,7 @@ package netboot_test
 
 import (
 	"context"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"strings"
 	"testing"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/vmscript/vmscript/netboot"
 	"github.com/vmscript/vmscript/toolkit/console"
-	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/lan"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
@@ -30,11 +30,7 @@ func TestE2EPXEOverLAN(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	l, err := lan.New(ctx, lan.Config{Name: "pxe", DHCP: true, Run: run})
 	if err != nil {
 		t.Fatal(err)

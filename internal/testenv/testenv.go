@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/lab"
+	"github.com/vmscript/vmscript/toolkit/journal"
 )
 
 // RequireEnv is the variable that turns a missing QEMU from a skip into a
@@ -56,4 +57,16 @@ func Lab(t testing.TB, name string) *lab.Image {
 		t.Fatalf("lab %s: %v", name, err)
 	}
 	return img
+}
+
+// Run returns a run directory with its timeline in a temporary directory,
+// closed when the test ends.
+func Run(t testing.TB) *journal.Run {
+	t.Helper()
+	run, err := journal.New(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Close() })
+	return run
 }

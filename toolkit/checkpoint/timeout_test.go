@@ -9,7 +9,6 @@ import (
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/console"
-	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -26,11 +25,7 @@ func TestE2ETimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	m, err := machine.Boot(ctx, qemu.Config{Name: "slow", Memory: "512M", Net: "none", Run: run,
 		Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: img.Manifest.Append}, machine.Options{})
 	if err != nil {

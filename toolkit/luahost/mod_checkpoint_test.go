@@ -5,8 +5,6 @@ import (
 	"github.com/vmscript/vmscript/internal/testenv"
 	"testing"
 	"time"
-
-	"github.com/vmscript/vmscript/toolkit/journal"
 )
 
 // TestLuaCheckpointMini boots the mini lab from Lua, checkpoints it and
@@ -17,11 +15,7 @@ func TestLuaCheckpointMini(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	testenv.Lab(t, "mini")
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	out, err := runLua(t, ctx, `
 		local vm = qemu.start{name = "orig", lab = "mini", memory = "512M", forwards = {22}}
 		vm.console:expect({re = "[#$] $"}, {timeout = "2m"})

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmscript/vmscript/toolkit/journal"
 	lua "github.com/yuin/gopher-lua"
 )
 
@@ -68,11 +67,7 @@ func TestE2ELuaLoginRunDialog(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	testenv.Lab(t, "systemd")
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	start := time.Now()
 	out, err := runLua(t, ctx, `
 		local vm = qemu.start{lab = "systemd", memory = "1G", net = "none", append_extra = "lab.shutdown=confirm"}

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vmscript/vmscript/toolkit/journal"
 )
 
 // TestLuaSSHMini boots the mini lab from Lua and runs a command over SSH.
@@ -17,11 +15,7 @@ func TestLuaSSHMini(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	testenv.Lab(t, "mini")
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	out, err := runLua(t, ctx, `
 		local vm = qemu.start{lab = "mini", memory = "512M", forwards = {22}}
 		local ok, e = pcall(function() return vm:ssh{user = "root"} end)
@@ -58,12 +52,8 @@ func TestLuaSSHMini(t *testing.T) {
 // what to add.
 func TestLuaSSHNoForward(t *testing.T) {
 	testenv.RequireQEMU(t)
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
-	_, err = runLua(t, context.Background(), `
+	run := testenv.Run(t)
+	_, err := runLua(t, context.Background(), `
 		local vm = qemu.start{net = "user"}
 		vm:ssh{key = "/nonexistent"}
 	`, nil, Options{Run: run})
@@ -81,11 +71,7 @@ func TestLuaSSHOverLAN(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	testenv.Lab(t, "mini")
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	out, err := runLua(t, ctx, `
 		local none = qemu.start{ name = "none", net = "none" }
 		local ok, e = pcall(function() return none:ssh{ key = "/nonexistent" } end)

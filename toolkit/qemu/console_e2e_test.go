@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/console"
-	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/qemu"
 )
 
@@ -19,11 +18,7 @@ import (
 // console and its log must begin with it.
 func TestE2EConsoleHoldsByteZero(t *testing.T) {
 	testenv.RequireQEMU(t)
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	v, err := qemu.Start(ctx, qemu.Config{Name: "con", Run: run, Net: "none", SerialBIOS: true})

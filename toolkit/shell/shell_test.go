@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/vmscript/vmscript/internal/testenv"
 	"log"
 	"math/rand"
 	"os"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/console"
-	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -241,11 +241,7 @@ func TestLoginFake(t *testing.T) {
 }
 
 func TestSudoFake(t *testing.T) {
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer run.Close()
+	run := testenv.Run(t)
 	g := newFakeGuest(t, run)
 	g.user, g.sudoPW = "nixos", "hunter2"
 	s, err := Attach(testCtx(t), g.con, Options{Run: run, User: "nixos"})
