@@ -4,8 +4,11 @@ package testenv
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,13 +63,48 @@ func Lab(t testing.TB, name string) *lab.Image {
 }
 
 // Run returns a run directory with its timeline in a temporary directory,
-// closed when the test ends.
+// closed when the test ends. When the test fails, the tail of every log in
+// the run directory (consoles, QEMU's stderr, the timeline) goes to the test
+// log first: the directory itself is removed, and a CI failure must carry its
+// evidence.
 func Run(t testing.TB) *journal.Run {
 	t.Helper()
 	run, err := journal.New(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { run.Close() })
+	t.Cleanup(func() {
+		run.Close()
+		if t.Failed() {
+			logTails(t, run.Dir())
+		}
+	})
 	return run
+}
+
+// tailLines is how many lines of each log a failed test shows.
+const tailLines = 40
+
+// logTails logs the last tailLines lines of every *.log and *.jsonl file in
+// dir, walking subdirectories.
+func logTails(t testing.TB, dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if !strings.HasSuffix(p, ".log") && !strings.HasSuffix(p, ".jsonl") {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil || len(data) == 0 {
+			return nil
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > tailLines {
+			lines = lines[len(lines)-tailLines:]
+		}
+		rel, _ := filepath.Rel(dir, p)
+		t.Logf("--- last %d lines of %s (%d bytes) ---\n%s", len(lines), rel, len(data), strings.Join(lines, "\n"))
+		return nil
+	})
 }

@@ -35,6 +35,12 @@ type fakeGuest struct {
 	// lateMarker, when set, makes an interrupted command print its end
 	// marker (code 130) after the interrupt, as some shells do.
 	lateMarker bool
+	// loseNames makes the getty lose that many user names: typed input is
+	// flushed without an echo, as agetty does when it redraws its prompt.
+	// With redraw, the getty prints a fresh prompt after losing a name;
+	// without, the name vanishes and the old prompt stays.
+	loseNames int
+	redraw    bool
 
 	line      []byte
 	busyNonce string
@@ -138,6 +144,18 @@ func (g *fakeGuest) input(b byte) {
 	}
 	line := string(g.line)
 	g.line = g.line[:0]
+	g.mu.Lock()
+	lose := g.state == "getty" && line != "" && g.loseNames > 0
+	if lose {
+		g.loseNames--
+	}
+	g.mu.Unlock()
+	if lose {
+		if g.redraw {
+			g.out("\nDebian GNU/Linux 12 lab ttyS0\n\nlab login: ")
+		}
+		return
+	}
 	if echo && g.state != "password" && g.state != "sudo" {
 		g.out(line + "\n")
 	}

@@ -329,7 +329,10 @@ const promptRE = `[#$]\s?(?:\[\s*\d+\.\d+\][^\n]*)?$`
 // messages may be interleaved; every NudgeInterval without a prompt it
 // presses Enter so the getty prints a fresh one), answers the user name and
 // the password, and waits for a shell prompt, then sets the shell up as
-// Attach does. "Login incorrect" (or a second password prompt) fails with
+// Attach does. When the console ends with a bare "login: " for a
+// NudgeInterval after the name was sent (a getty that redrew its prompt and
+// flushed its input, or one systemd restarted), it types the name again, up
+// to maxRetype times. "Login incorrect" (or a second password prompt) fails with
 // kind "auth"; no prompt before the timeout fails with kind "timeout".
 func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell, error) {
 	if opt.User == "" {
@@ -360,7 +363,7 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		from = atLoginPrompt(con)
 	}
 	for {
-		_, err := expect(from, []console.Pattern{{Text: "login: "}}, NudgeInterval)
+		_, err := expect(from, []console.Pattern{{Text: "login: "}}, loginNudge)
 		if err == nil {
 			break
 		}
@@ -378,20 +381,41 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 	}
 
 	// 2. The user name, then the password if asked, then a prompt.
+	typedAt := time.Now()
 	cur := con.Mark()
 	if err := con.SendLine(ctx, opt.User); err != nil {
 		return nil, err
 	}
 	pwSent := false
+	retyped := 0
 	var lastNudge time.Time
 	pats := []console.Pattern{{Text: "assword:"}, {Text: "Login incorrect"}, {Regex: promptRE}}
 	for {
-		m, err := expect(&cur, pats, timeout)
+		m, err := expect(&cur, pats, loginNudge)
 		if err != nil {
-			if vmerr.Is(err, vmerr.Timeout) {
-				return nil, timeoutErr("a shell prompt after the user name")
+			if !vmerr.Is(err, vmerr.Timeout) {
+				return nil, err
 			}
-			return nil, err
+			if !time.Now().Before(deadline) {
+				// Say when the getty answered: a boot that ate most of
+				// the timeout is not a login that hung.
+				return nil, timeoutErr(fmt.Sprintf("a shell prompt after the user name (typed at %s, %d retyped)", fmtDur(typedAt.Sub(start)), retyped))
+			}
+			// A getty that re-prompts (agetty flushes its input when it
+			// redraws the prompt, e.g. on --reload) or a getty restarted
+			// by systemd lost the name: the console ends with a bare
+			// "login: " and nothing came since. Type the name again.
+			if !pwSent && retyped < maxRetype && gettyWaiting(con) {
+				retyped++
+				if opt.Run != nil {
+					opt.Run.Event("shell:"+name, "login-retype", map[string]any{"user": opt.User, "attempt": retyped + 1})
+				}
+				cur = con.Mark()
+				if err := con.SendLine(ctx, opt.User); err != nil {
+					return nil, err
+				}
+			}
+			continue
 		}
 		cur = m.End
 		switch m.Index {
@@ -440,6 +464,23 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 func authErr(con *console.Console, user, why string) error {
 	return vmerr.New(vmerr.Auth, "%s: login as %s failed: %s", con.Name(), user, why).
 		With("vm", con.Name()).With("user", user).With("tail", con.Tail(console.TailLines))
+}
+
+// loginNudge is how long Login waits for a sign of progress before it
+// looks again (a variable so tests need not wait 15 s).
+var loginNudge = NudgeInterval
+
+// maxRetype bounds how often Login types the user name again for a getty
+// that lost it.
+const maxRetype = 3
+
+// gettyWaiting reports whether the console ends with a getty's bare login
+// prompt: nothing typed, nothing printed after "login: ".
+func gettyWaiting(con *console.Console) bool {
+	const prompt = "login: "
+	end := con.Mark()
+	from := console.Mark{Text: max(end.Text-int64(len(prompt)), 0)}
+	return con.Text(&from, &end) == prompt
 }
 
 // promptQuiet is how long a shell prompt must stay the last thing on the

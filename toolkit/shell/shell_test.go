@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/console"
+	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -238,6 +239,71 @@ func TestLoginFake(t *testing.T) {
 			t.Fatal("test true")
 		}
 	})
+}
+
+// TestLoginLostName: a getty that flushes the typed name (silently, or
+// while redrawing its prompt) gets it typed again; the retries are bounded.
+func TestLoginLostName(t *testing.T) {
+	defer func(d time.Duration) { loginNudge = d }(loginNudge)
+	loginNudge = 300 * time.Millisecond
+	for _, redraw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("redraw=%v", redraw), func(t *testing.T) {
+			run := testenv.Run(t)
+			g := newFakeGuest(t, run)
+			g.state, g.loseNames, g.redraw = "getty", 2, redraw
+			g.out("lab login: ")
+			s, err := Login(testCtx(t), g.con, LoginOptions{User: "root", Timeout: 10 * time.Second, Run: run})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.Test(testCtx(t), "true") {
+				t.Fatal("test true")
+			}
+			if n := countEvents(t, run, "login-retype"); n != 2 {
+				t.Fatalf("%d login-retype events, want 2", n)
+			}
+		})
+	}
+	t.Run("gives-up", func(t *testing.T) {
+		g := newFakeGuest(t, nil)
+		g.state, g.loseNames = "getty", maxRetype+1
+		g.out("lab login: ")
+		start := time.Now()
+		_, err := Login(testCtx(t), g.con, LoginOptions{User: "root", Timeout: 3 * time.Second})
+		if !vmerr.Is(err, vmerr.Timeout) || !strings.Contains(err.Error(), "a shell prompt after the user name") || !strings.Contains(err.Error(), "lab login:") {
+			t.Fatalf("got %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("took %s with a 3s timeout", d)
+		}
+		g.mu.Lock()
+		left := g.loseNames
+		g.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("typed the name %d times, want %d", maxRetype+1-left, maxRetype+1)
+		}
+	})
+}
+
+// countEvents counts the run's timeline events of a kind.
+func countEvents(t *testing.T, run *journal.Run, kind string) int {
+	t.Helper()
+	f, err := os.Open(run.Path(journal.TimelineFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	events, _, err := journal.ReadTimeline(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range events {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
 
 func TestSudoFake(t *testing.T) {
