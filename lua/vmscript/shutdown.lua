@@ -138,9 +138,11 @@ function shutdown.run_one(vm, variant, o, name)
   if ok then
     rec.outcome = "prompt"
     rec.prompt_kind = prompts[m.index].name
-    -- the whole line the prompt is on
-    local tail = vm.console:tail(1)
-    rec.prompt = (tail[#tail] or m.text):gsub("%s+$", "")
+    -- the line the prompt is on, from what arrived after the command was
+    -- sent: a shell prompt left on that line before the mark ("$ ") is not
+    -- part of the question
+    local since = (m.before or "") .. m.text
+    rec.prompt = (since:match("([^\n]*)$") or m.text):gsub("\r", ""):gsub("^%s+", ""):gsub("%s+$", "")
     event("prompt detected (%s): %q — not answered", rec.prompt_kind, rec.prompt)
     journal.event("shutdown.prompt", { vm = vm.name, variant = variant, prompt = rec.prompt })
     -- (return values, not an assignment to st inside the closure: gopher-lua

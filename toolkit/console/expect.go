@@ -69,6 +69,10 @@ type ExpectOptions struct {
 	// timeline's wait events and progress displays show it instead of the
 	// patterns, which for generated markers mean nothing to a person.
 	Desc string
+	// Quiet leaves the wait out of the timeline: for a program's own
+	// bookkeeping waits (a shell prompt after a command's end marker), which
+	// would only crowd the record of what the script waited for.
+	Quiet bool
 }
 
 // Match is a successful wait.
@@ -264,7 +268,7 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 		c.mu.Unlock()
 	}()
 
-	if c.run != nil {
+	if c.run != nil && !opt.Quiet {
 		// wait-start and wait-end let a progress display show what is
 		// awaited, where, and for how long.
 		ev := map[string]any{"patterns": patternList(pats), "timeout_s": timeout.Seconds()}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/journal"
@@ -41,6 +42,8 @@ type fakeGuest struct {
 	// without, the name vanishes and the old prompt stays.
 	loseNames int
 	redraw    bool
+	// promptLag delays the "$ " after a command's end marker.
+	promptLag time.Duration
 
 	line      []byte
 	busyNonce string
@@ -218,6 +221,15 @@ func fakeCommand(cmd string) (out string, code int, busy bool) {
 	return "sh: " + cmd + ": not found\n", 127, false
 }
 
+// prompt prints the shell's "$ ", promptLag late.
+func (g *fakeGuest) prompt() {
+	if g.promptLag > 0 {
+		time.AfterFunc(g.promptLag, func() { g.out("$ ") })
+		return
+	}
+	g.out("$ ")
+}
+
 func (g *fakeGuest) handle(line string) {
 	switch g.state {
 	case "getty":
@@ -253,6 +265,7 @@ func (g *fakeGuest) handle(line string) {
 			g.state = "shell"
 			out, code, _ := fakeCommand(g.sudo.cmd)
 			g.out(out + endMarker(g.sudo.nonce, code))
+			g.prompt()
 			return
 		}
 		g.sudo.tries++
@@ -300,7 +313,8 @@ func (g *fakeGuest) handle(line string) {
 			g.out(beginMarker(m[1]) + out)
 			return
 		}
-		g.out(beginMarker(m[1]) + out + endMarker(m[1], code) + "$ ")
+		g.out(beginMarker(m[1]) + out + endMarker(m[1], code))
+		g.prompt()
 		return
 	}
 	if line == "poweroff" {

@@ -117,6 +117,9 @@ type Shell struct {
 
 	mu     sync.Mutex
 	broken error // set when a resynchronisation failed
+	// noPrompt is set when the "$ " after a command did not come (a command
+	// changed PS1): later commands do not wait for it until the next sync.
+	noPrompt bool
 }
 
 func newShell(con *console.Console, run *journal.Run, user string) *Shell {
@@ -172,9 +175,11 @@ func (s *Shell) sync(ctx context.Context, deadline time.Time, why string) error 
 		if w <= 0 {
 			w = time.Millisecond
 		}
-		_, err := s.con.Expect(ctx, []console.Pattern{{Regex: readyMarker(nonce).Regex()}},
+		m, err := s.con.Expect(ctx, []console.Pattern{{Regex: readyMarker(nonce).Regex()}},
 			console.ExpectOptions{From: &from, Timeout: w, Desc: "the shell to answer (" + why + ")"})
 		if err == nil {
+			s.noPrompt = false
+			s.settlePrompt(ctx, m.End)
 			return nil
 		}
 		if !vmerr.Is(err, vmerr.Timeout) {
@@ -225,6 +230,26 @@ func (s *Shell) recoverLocked(ctx context.Context) error {
 	s.broken = nil
 	s.event("resync", nil)
 	return nil
+}
+
+// promptSettle bounds the wait for the shell's "$ " after an end marker.
+const promptSettle = time.Second
+
+// settlePrompt waits, briefly and out of the timeline, for the "$ " the
+// shell prints after the marker that ended at end. Then nothing of the
+// channel's own is still on its way when Run returns: a checkpoint taken
+// next holds no prompt that each fork would print after its restore, and a
+// script's next mark starts after it. A prompt that does not come (the
+// command changed PS1) is not an error; later commands stop waiting for it
+// until the next resynchronisation.
+func (s *Shell) settlePrompt(ctx context.Context, end console.Mark) {
+	if s.noPrompt {
+		return
+	}
+	_, err := s.con.Expect(ctx, []console.Pattern{{Text: "$ "}}, console.ExpectOptions{From: &end, Timeout: promptSettle, Quiet: true})
+	if vmerr.Is(err, vmerr.Timeout) {
+		s.noPrompt = true
+	}
 }
 
 // readyLocked makes sure the channel is in sync before a command.
@@ -289,6 +314,7 @@ func (s *Shell) runLocked(ctx context.Context, cmd string, opt RunOptions) (Resu
 		s.event("run", map[string]any{"command": cmd, "error": "timeout", "took_s": secs(time.Since(start)), "recovered": rerr == nil})
 		return Result{Output: partial, Code: -1}, e
 	}
+	s.settlePrompt(ctx, m.End)
 	text := s.con.Text(&from, &m.End)
 	p := cm.parseRun(text)
 	if !p.endFound {

@@ -241,6 +241,35 @@ func TestLoginFake(t *testing.T) {
 	})
 }
 
+// TestRunWaitsForPrompt: Run returns after the shell's "$ " has arrived,
+// so nothing of the channel's own is still on its way (a checkpoint taken
+// next would carry it into every fork); a prompt that never comes costs
+// promptSettle once, not per command.
+func TestRunWaitsForPrompt(t *testing.T) {
+	g := newFakeGuest(t, nil)
+	s, err := Attach(testCtx(t), g.con, Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.promptLag = 200 * time.Millisecond
+	if _, err := s.Run(testCtx(t), "echo hi", RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if tail := g.con.Tail(1); len(tail) != 1 || tail[0] != "$ " {
+		t.Fatalf("after Run the console ends with %q, want the prompt", tail)
+	}
+	g.promptLag = time.Hour // the prompt never comes
+	start := time.Now()
+	for range 3 {
+		if r, err := s.Run(testCtx(t), "true", RunOptions{}); err != nil || r.Code != 0 {
+			t.Fatalf("%+v %v", r, err)
+		}
+	}
+	if d := time.Since(start); d < promptSettle || d > 2*promptSettle+time.Second {
+		t.Fatalf("three commands without a prompt took %s, want about one promptSettle (%s)", d, promptSettle)
+	}
+}
+
 // TestLoginLostName: a getty that flushes the typed name (silently, or
 // while redrawing its prompt) gets it typed again; the retries are bounded.
 func TestLoginLostName(t *testing.T) {

@@ -119,6 +119,7 @@ func (s *Shell) Sudo(ctx context.Context, cmd string, opt SudoOptions) (SudoResu
 	}
 
 	if endMatch != nil {
+		s.settlePrompt(ctx, endMatch.End)
 		text := s.con.Text(&from, &endMatch.End)
 		p := cm.parseRun(text)
 		out := ""
