@@ -27,6 +27,12 @@ arg = {}
 ---@field good_iso? string systemd: the known-good ISO.
 ---@field netboot? string systemd: the netboot tree.
 
+--- A console pattern as a table: a regex or a plain text, optionally one that must settle (a prompt).
+---@class vmscript.Pattern
+---@field re? string An RE2 regex, multi-line mode ($ also matches at the end of what has arrived so far).
+---@field text? string A plain text (instead of re).
+---@field settle? duration Count the match only when it stays the console's last text this long (console:expect).
+
 --- Options of qemu.start: what to boot, how, and on which network.
 ---@class vmscript.QemuStartOpts
 ---@field name? string VM name, unique in the run; file names in the run directory start with it (default "vm").
@@ -82,9 +88,9 @@ function __Checkpoint:remove() end
 ---@field log string Path of the raw console log.
 local __Console = {}
 
---- Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min.
----@param pattern string|{re: string}|(string|{re: string})[]
----@param opts? {timeout?: duration, from?: "start"|"now"|table, raw?: boolean}
+--- Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min; settle (per pattern or for all): only a match that stays the console's last text that long, as a prompt does.
+---@param pattern string|vmscript.Pattern|(string|vmscript.Pattern)[]
+---@param opts? {timeout?: duration, from?: "start"|"now"|table, raw?: boolean, settle?: duration}
 ---@return {text: string, index: integer, captures: string[], before: string, mark: table}
 function __Console:expect(pattern, opts) end
 
@@ -111,7 +117,7 @@ function __Console:lines(opts) end
 function __Console:tail(n) end
 
 --- Watch every line in the background: "fail" ends any wait at once (kind="watch"); a function is called with the line between host calls. Returns a function that stops watching.
----@param pattern string|{re: string}
+---@param pattern string|vmscript.Pattern
 ---@param action "fail"|fun(line: string)
 ---@return fun()
 function __Console:watch(pattern, action) end

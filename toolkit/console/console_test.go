@@ -641,3 +641,86 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("watch: %v", err)
 	}
 }
+
+// TestSettle: with Settle a match counts only when it is the last thing on
+// the console and stays so: a '#' mid-banner, a number still growing and a
+// prompt that a kernel line follows are passed over; the real prompt wins,
+// and Before still starts at From.
+func TestSettle(t *testing.T) {
+	// The pauses between feeds are a tenth of the settle time: a loaded
+	// machine would have to stall ten times longer to fake a settled match.
+	const settle = time.Second
+	t.Run("prompt", func(t *testing.T) {
+		c := newConsole(t, Options{})
+		ch := expectAsync(c, regex(`[#$] ?$`), ExpectOptions{Timeout: 5 * time.Second, Settle: settle, From: &Mark{}})
+		waitersPending(t, c, 1)
+		// A '#' at the end of a chunk, followed within the settle time.
+		c.Feed([]byte("Linux lab 6.1.0 #"))
+		time.Sleep(settle / 10)
+		c.Feed([]byte("1 SMP\n$ "))
+		time.Sleep(settle / 10)
+		c.Feed([]byte("[   12.3] late kernel line\n"))
+		time.Sleep(settle / 10)
+		c.Feed([]byte("root@lab:~# "))
+		start := time.Now()
+		r := waitResult(t, ch)
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.m.Text != "# " || r.m.Start.Text != int64(len("Linux lab 6.1.0 #1 SMP\n$ [   12.3] late kernel line\nroot@lab:~")) {
+			t.Fatalf("matched %q at %d", r.m.Text, r.m.Start.Text)
+		}
+		if !strings.HasPrefix(r.m.Before, "Linux lab") {
+			t.Fatalf("before %q", r.m.Before)
+		}
+		if d := r.at.Sub(start); d < settle*2/3 {
+			t.Fatalf("accepted after %s, before the settle time %s", d, settle)
+		}
+	})
+	t.Run("growing-number", func(t *testing.T) {
+		c := newConsole(t, Options{})
+		ch := expectAsync(c, regex(`count: (\d+)$`), ExpectOptions{Timeout: 5 * time.Second, Settle: settle, From: &Mark{}})
+		waitersPending(t, c, 1)
+		c.Feed([]byte("count: 4"))
+		time.Sleep(settle / 10)
+		c.Feed([]byte("2"))
+		r := waitResult(t, ch)
+		if r.err != nil || r.m.Captures[0] != "42" {
+			t.Fatalf("%+v %v", r.m, r.err)
+		}
+	})
+	t.Run("literal-followed", func(t *testing.T) {
+		c := newConsole(t, Options{})
+		c.Feed([]byte("login: then more\n"))
+		if _, err := c.Expect(context.Background(), text("login: "), ExpectOptions{Timeout: 300 * time.Millisecond, Settle: settle, From: &Mark{}}); !vmerr.Is(err, vmerr.Timeout) {
+			t.Fatalf("a followed literal settled: %v", err)
+		}
+		c.Feed([]byte("lab login: "))
+		if m, err := c.Expect(context.Background(), text("login: "), ExpectOptions{Timeout: 5 * time.Second, Settle: settle, From: &Mark{}}); err != nil || m.Start.Text != int64(len("login: then more\nlab ")) {
+			t.Fatalf("%+v %v", m, err)
+		}
+	})
+	t.Run("per-pattern", func(t *testing.T) {
+		// Only the prompt settles; "Login incorrect", followed at once by a
+		// fresh login prompt, still wins.
+		c := newConsole(t, Options{})
+		pats := []Pattern{{Text: "Login incorrect"}, {Regex: `[#$] ?$`, Settle: settle}}
+		c.Feed([]byte("# \nLogin incorrect\nlab login: "))
+		start := time.Now()
+		m, err := c.Expect(context.Background(), pats, ExpectOptions{Timeout: 5 * time.Second, From: &Mark{}})
+		if err != nil || m.Index != 0 || time.Since(start) > settle/2 {
+			t.Fatalf("%+v %v after %s", m, err, time.Since(start))
+		}
+	})
+	t.Run("close-keeps-candidate", func(t *testing.T) {
+		c := newConsole(t, Options{})
+		ch := expectAsync(c, text("Power down"), ExpectOptions{Timeout: 5 * time.Second, Settle: time.Hour, From: &Mark{}})
+		waitersPending(t, c, 1)
+		c.Feed([]byte("reboot: Power down"))
+		time.Sleep(20 * time.Millisecond)
+		c.Close(vmerr.New("exited", "gone"))
+		if r := waitResult(t, ch); r.err != nil || r.m.Text != "Power down" {
+			t.Fatalf("%+v %v", r.m, r.err)
+		}
+	})
+}

@@ -42,9 +42,14 @@ const (
 // multi-line regex: it sees the new bytes plus MultilineWindow bytes before
 // them, so a match longer than that window can be missed. A line regex in a
 // line longer than MaxLineWindow sees only the last MaxLineWindow bytes of it.
+//
+// Settle, when > 0, makes the pattern count only when its match is the last
+// thing on the console and stays so for Settle (see ExpectOptions.Settle,
+// the default for patterns that leave it 0).
 type Pattern struct {
-	Text  string
-	Regex string
+	Text   string
+	Regex  string
+	Settle time.Duration
 }
 
 func (p Pattern) String() string {
@@ -69,6 +74,15 @@ type ExpectOptions struct {
 	// timeline's wait events and progress displays show it instead of the
 	// patterns, which for generated markers mean nothing to a person.
 	Desc string
+	// Settle, when > 0, accepts only a match that is the last thing on the
+	// console and stays so for Settle (for patterns whose own Settle is 0):
+	// a prompt, not a '#' or a "$" line end that more output is about to
+	// follow ("Linux lab … #" then "1 SMP", or "4" of "42" for (\d+)$). A
+	// match that output follows is dropped and the search goes on after it;
+	// a regex is tried again from the same start when output extends a
+	// match at the end. A console that closes while a match settles keeps
+	// the match.
+	Settle time.Duration
 	// Quiet leaves the wait out of the timeline: for a program's own
 	// bookkeeping waits (a shell prompt after a command's end marker), which
 	// would only crowd the record of what the script waited for.
@@ -297,6 +311,18 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	// With opt.Settle: cand is a match at the end of the text, settled
+	// when settled fires before more output arrives.
+	var (
+		cand    *hit
+		settled <-chan time.Time
+	)
+	settleOf := func(idx int) time.Duration {
+		if d := pats[idx].Settle; d > 0 {
+			return d
+		}
+		return opt.Settle
+	}
 	for {
 		c.mu.Lock()
 		buf := c.text
@@ -305,6 +331,7 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 		}
 		if m.pos > int64(len(buf)) { // a mark from the future: clamp
 			m.from, m.pos, m.line = int64(len(buf)), int64(len(buf)), int64(len(buf))
+			fromOff = min(fromOff, int64(len(buf)))
 		}
 		closeErr := c.closeErr
 		var fail *watchFail
@@ -315,10 +342,30 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 		}
 		c.mu.Unlock()
 
-		if h, ok := m.scan(buf); ok {
-			if fail == nil || h.end <= fail.end(opt.Raw) {
-				return c.matched(pats, h, buf, m.from, opt.Raw), nil
+		if cand != nil && int64(len(buf)) > cand.end {
+			// Output came after the candidate: look again from its start,
+			// where a regex may now match a longer text.
+			m = &matcher{pats: cp, from: cand.start, pos: cand.start, line: cand.start}
+			cand, settled = nil, nil
+		}
+		if cand == nil {
+			if h, ok := m.scan(buf); ok && (fail == nil || h.end <= fail.end(opt.Raw)) {
+				switch {
+				case settleOf(h.idx) <= 0:
+					return c.matched(pats, h, buf, fromOff, opt.Raw), nil
+				case h.end < int64(len(buf)):
+					// Not the last thing: go on after it.
+					next := max(h.end, h.start+1)
+					m = &matcher{pats: cp, from: next, pos: next, line: next}
+					continue
+				default:
+					cand = &h
+					settled = time.After(settleOf(h.idx))
+				}
 			}
+		}
+		if cand != nil && closeErr != nil {
+			return c.matched(pats, *cand, buf, fromOff, opt.Raw), nil
 		}
 		if fail != nil {
 			return nil, c.waitErr(vmerr.New(vmerr.Watch, "%s: watcher %s matched while waiting for %s: %s",
@@ -329,6 +376,16 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 		}
 		select {
 		case <-w.ch:
+		case <-settled:
+			c.mu.Lock()
+			buf = c.text
+			if opt.Raw {
+				buf = c.raw
+			}
+			c.mu.Unlock()
+			if int64(len(buf)) == cand.end {
+				return c.matched(pats, *cand, buf, fromOff, opt.Raw), nil
+			}
 		case <-timer.C:
 			waited := time.Since(start)
 			return nil, c.waitErr(vmerr.New(vmerr.Timeout, "%s: timed out after %s waiting for %s on the console",

@@ -18,7 +18,7 @@ func TestLuaCheckpointMini(t *testing.T) {
 	run := testenv.Run(t)
 	out, err := runLua(t, ctx, `
 		local vm = qemu.start{name = "orig", lab = "mini", memory = "512M", forwards = {22}}
-		vm.console:expect({re = "[#$] $"}, {timeout = "2m"})
+		vm.console:expect({re = "[#$] $", settle = "300ms"}, {timeout = "2m"})
 		vm.console:sendline("echo before > /tmp/x; echo do''ne")
 		vm.console:expect("done")
 		local cp = vm:checkpoint{name = "cp", continue = true}

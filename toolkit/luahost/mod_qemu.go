@@ -266,15 +266,21 @@ func (h *Host) patterns(L *lua.LState, n int) []console.Pattern {
 			}
 			return console.Pattern{Text: string(x)}
 		case *lua.LTable:
-			if re, ok := x.RawGetString("re").(lua.LString); ok {
-				return console.Pattern{Regex: string(re)}
+			if isPatternTable(x) {
+				o := h.OptsOf(L, x, where+"pattern")
+				p := console.Pattern{Regex: o.String("re", ""), Text: o.String("text", ""), Settle: o.Duration("settle", 0)}
+				o.Done()
+				if (p.Regex == "") == (p.Text == "") {
+					h.ArgError(L, n, "%spattern table needs exactly one of re and text", where)
+				}
+				return p
 			}
 		}
-		h.ArgError(L, n, "%spattern must be a string or {re = \"regex\"}, got %s", where, v.Type())
+		h.ArgError(L, n, "%spattern must be a string, {re = \"regex\"} or {text = \"text\"}, got %s", where, v.Type())
 		return console.Pattern{}
 	}
 	v := L.Get(n)
-	if t, ok := v.(*lua.LTable); ok && t.RawGetString("re") == lua.LNil {
+	if t, ok := v.(*lua.LTable); ok && !isPatternTable(t) {
 		if t.Len() == 0 {
 			h.ArgError(L, n, "empty pattern list")
 		}
@@ -285,6 +291,12 @@ func (h *Host) patterns(L *lua.LState, n int) []console.Pattern {
 		return out
 	}
 	return []console.Pattern{one(v, "")}
+}
+
+// isPatternTable tells a pattern table ({re=…} or {text=…}, with options)
+// from a list of patterns.
+func isPatternTable(t *lua.LTable) bool {
+	return t.RawGetString("re") != lua.LNil || t.RawGetString("text") != lua.LNil
 }
 
 func markTable(L *lua.LState, m console.Mark) *lua.LTable {
@@ -320,6 +332,15 @@ func (h *Host) markOpt(L *lua.LState, o *Opts, c *console.Console, key string) *
 }
 
 func init() {
+	RegisterType(TypeDoc{
+		Name: "vmscript.Pattern",
+		Doc:  "A console pattern as a table: a regex or a plain text, optionally one that must settle (a prompt).",
+		Fields: []Field{
+			{Name: "re", Type: "string?", Doc: "An RE2 regex, multi-line mode ($ also matches at the end of what has arrived so far)."},
+			{Name: "text", Type: "string?", Doc: "A plain text (instead of re)."},
+			{Name: "settle", Type: "duration?", Doc: "Count the match only when it stays the console's last text this long (console:expect)."},
+		},
+	})
 	Register(Module{
 		Name: "qemu",
 		Doc:  "Start QEMU virtual machines; each is recorded from byte 0 of its console.",
@@ -541,9 +562,9 @@ func init() {
 		},
 		Methods: []Func{
 			{
-				Name: "expect", Params: "pattern: string|{re: string}|(string|{re: string})[], opts?: {timeout?: duration, from?: \"start\"|\"now\"|table, raw?: boolean}",
+				Name: "expect", Params: "pattern: string|vmscript.Pattern|(string|vmscript.Pattern)[], opts?: {timeout?: duration, from?: \"start\"|\"now\"|table, raw?: boolean, settle?: duration}",
 				Returns: "{text: string, index: integer, captures: string[], before: string, mark: table}",
-				Doc:     "Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min.",
+				Doc:     "Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min; settle (per pattern or for all): only a match that stays the console's last text that long, as a prompt does.",
 				Fn: func(h *Host, L *lua.LState) int {
 					c := h.checkConsole(L)
 					pats := h.patterns(L, 2)
@@ -552,6 +573,7 @@ func init() {
 						Timeout: o.Duration("timeout", 0),
 						From:    h.markOpt(L, o, c.c, "from"),
 						Raw:     o.Bool("raw", false),
+						Settle:  o.Duration("settle", 0),
 					}
 					o.Done()
 					m, err := c.c.Expect(h.ctx, pats, opt)
@@ -625,13 +647,16 @@ func init() {
 				},
 			},
 			{
-				Name: "watch", Params: "pattern: string|{re: string}, action: \"fail\"|fun(line: string)", Returns: "fun()",
+				Name: "watch", Params: "pattern: string|vmscript.Pattern, action: \"fail\"|fun(line: string)", Returns: "fun()",
 				Doc: "Watch every line in the background: \"fail\" ends any wait at once (kind=\"watch\"); a function is called with the line between host calls. Returns a function that stops watching.",
 				Fn: func(h *Host, L *lua.LState) int {
 					c := h.checkConsole(L)
 					pats := h.patterns(L, 2)
 					if len(pats) != 1 {
 						h.ArgError(L, 2, "watch takes one pattern")
+					}
+					if pats[0].Settle > 0 {
+						h.ArgError(L, 2, "settle is for console:expect; a watcher sees whole lines")
 					}
 					var cancel func()
 					var err error
