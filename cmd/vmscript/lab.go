@@ -105,7 +105,39 @@ keyed by a hash of their inputs:
 	}
 	path.Flags().StringVar(&cacheDir, "cache", "", "cache directory")
 	path.Flags().StringVar(&file, "file", "", "print the path of this output (vmlinuz, initramfs, iso, …)")
-	cmd.AddCommand(build, path)
+
+	var dryRun bool
+	prune := &cobra.Command{
+		Use:   "prune [--dry-run]",
+		Short: "Remove cached lab images built from inputs that are no longer current",
+		Long: `Removes every cached image whose inputs (recipe, embedded files, Debian
+package versions) are not the current ones, and the leftovers of interrupted
+builds. The current images, the downloaded packages (debs/) and the resolved
+package sets stay. Waits for a build in progress to end first.`,
+		Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			pruned, err := lab.Prune(ctx, lab.Options{CacheDir: cacheDir}, dryRun)
+			verb := "removed"
+			if dryRun {
+				verb = "would remove"
+			}
+			var total int64
+			for _, p := range pruned {
+				fmt.Fprintf(stdout, "%s %s (%s, %.1f MB)\n", verb, p.Path, p.Why, float64(p.Bytes)/1e6)
+				total += p.Bytes
+			}
+			if err != nil {
+				return failErr("lab prune: %v", err)
+			}
+			fmt.Fprintf(stdout, "%s %d entries, %.1f MB\n", verb, len(pruned), float64(total)/1e6)
+			return nil
+		},
+	}
+	prune.Flags().StringVar(&cacheDir, "cache", "", "cache directory")
+	prune.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
+	cmd.AddCommand(build, path, prune)
 	return cmd
 }
 

@@ -128,6 +128,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "ok.lua", "--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"lab", "build", "huge"}, 2, `unknown lab "huge"`},
+		{[]string{"lab", "prune", "mini"}, 2, `unknown command "mini"`},
 		{[]string{"run", "syntax.lua"}, 1, "syntax.lua:1: "},
 	} {
 		r := vms(t, dir, nil, tc.args...)
@@ -141,6 +142,35 @@ func TestUsageErrors(t *testing.T) {
 	// None of the refused runs may leave a run directory behind.
 	if _, err := os.Stat(filepath.Join(dir, DefaultWorkNotes)); !os.IsNotExist(err) {
 		t.Errorf("refused runs left %s behind: %v", DefaultWorkNotes, err)
+	}
+}
+
+// TestLabPruneCLI: the command lists a stale image on a dry run, removes it
+// otherwise, and keeps what is not an image.
+func TestLabPruneCLI(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/apt-cache"); err != nil {
+		t.Skip("needs apt-cache to resolve the current image keys")
+	}
+	cache := t.TempDir()
+	for _, d := range []string{"mini-0123456789abcdef", "debs"} {
+		if err := os.MkdirAll(filepath.Join(cache, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	r := vms(t, dir, nil, "lab", "prune", "--dry-run", "--cache", cache)
+	if r.code != 0 || !strings.Contains(r.stdout, "would remove "+filepath.Join(cache, "mini-0123456789abcdef")+" (stale image") || !strings.Contains(r.stdout, "would remove 1 entries") {
+		t.Fatalf("dry run: %+v", r)
+	}
+	r = vms(t, dir, nil, "lab", "prune", "--cache", cache)
+	if r.code != 0 || !strings.Contains(r.stdout, "removed 1 entries") {
+		t.Fatalf("prune: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "mini-0123456789abcdef")); !os.IsNotExist(err) {
+		t.Fatalf("stale image still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "debs")); err != nil {
+		t.Fatalf("debs removed: %v", err)
 	}
 }
 
