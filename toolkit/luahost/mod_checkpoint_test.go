@@ -2,9 +2,11 @@ package luahost
 
 import (
 	"context"
-	"github.com/vmscript/vmscript/internal/testenv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/testenv"
 )
 
 // TestLuaCheckpointMini boots the mini lab from Lua, checkpoints it and
@@ -31,6 +33,8 @@ func TestLuaCheckpointMini(t *testing.T) {
 			f.console:expect("got-before")
 		end
 		print("forks answer")
+		local okr, er = pcall(a.renew_lease, a, a:shell{timeout = "1m"})
+		print(er.kind, er.message:find("no NIC on a vmscript LAN", 1, true) ~= nil)
 		local ok, e = pcall(function() return cp:fork{name = "a"} end)
 		print(ok, e.kind)
 		local path = cp.path
@@ -41,8 +45,64 @@ func TestLuaCheckpointMini(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\noutput:\n%s", err, out)
 	}
-	want := "cp\ttrue\ttrue\t0\na\tcp-1\tcp-2\ttrue\nforks answer\nfalse\tusage\ntrue\n"
+	want := "cp\ttrue\ttrue\t0\na\tcp-1\tcp-2\ttrue\nforks answer\nusage\ttrue\nfalse\tusage\ntrue\n"
 	if out != want {
 		t.Fatalf("output %q, want %q", out, want)
+	}
+}
+
+// TestE2ELuaForkRenewLease: the systemd lab on a LAN, checkpointed at a
+// root prompt and forked twice onto the same LAN. Each restored guest still
+// uses the checkpoint's MAC; vm:renew_lease gives it its fork's MAC, and the
+// LAN leases each fork its own address, which the guest then carries.
+func TestE2ELuaForkRenewLease(t *testing.T) {
+	testenv.RequireQEMU(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	testenv.Lab(t, "systemd")
+	run := testenv.Run(t)
+	out, err := runLua(t, ctx, `
+		local l = lan.new{}
+		local vm = qemu.start{name = "orig", lab = "systemd", memory = "1G", net = l}
+		local first = l:wait_lease{mac = vm.mac, timeout = "4m"}
+		local sh = vm:login{user = "root", timeout = "4m"}
+		local ok, e = pcall(vm.renew_lease, vm, sh, {ifcae = "lan"})
+		print("typo", e.kind)
+		local cp = vm:checkpoint{name = "cp"}
+		local ips = {[first.ip] = "orig"}
+		for _, name in ipairs({"a", "b"}) do
+			local f = cp:fork{name = name, net = l}
+			local fsh = f:shell{timeout = "1m"}
+			local lease = f:renew_lease(fsh, {timeout = "90s"})
+			assert(lease.mac == f.mac and lease.mac ~= vm.mac, "lease for " .. lease.mac)
+			assert(ips[lease.ip] == nil, name .. " got " .. lease.ip .. ", already " .. tostring(ips[lease.ip]))
+			ips[lease.ip] = name
+			local r = fsh:run("for i in $(seq 100); do ip -4 -o addr show " .. lease.iface ..
+				" | grep -q ' " .. lease.ip .. "/' && break; sleep 0.2; done; ip -4 -o addr show " .. lease.iface)
+			assert(r.output:find(" " .. lease.ip .. "/", 1, true), "guest of " .. name .. ": " .. r.output)
+			print(name, lease.iface, fsh:run("cat /sys/class/net/lan/address").output == f.mac .. "\n")
+			f:quit()
+		end
+	`, nil, Options{Run: run})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, out)
+	}
+	want := "typo\tusage\na\tlan\ttrue\nb\tlan\ttrue\n"
+	if out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+}
+
+func TestEtherLinkRE(t *testing.T) {
+	out := "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n" +
+		"2: lan: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc pfifo_fast state UP mode DEFAULT group default qlen 1000\\    link/ether 52:54:00:12:34:56 brd ff:ff:ff:ff:ff:ff\n" +
+		"3: veth0@if2: <BROADCAST> mtu 1500 qdisc noop\\    link/ether 0a:58:0a:f4:00:01 brd ff:ff:ff:ff:ff:ff\n"
+	var got []string
+	for _, m := range etherLinkRE.FindAllStringSubmatch(out, -1) {
+		got = append(got, m[1]+"="+m[2])
+	}
+	if want := "lan=52:54:00:12:34:56 veth0=0a:58:0a:f4:00:01"; strings.Join(got, " ") != want {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }

@@ -8,25 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
 )
 
-func lanRun(t *testing.T) *journal.Run {
-	t.Helper()
-	run, err := journal.New(t.TempDir(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { run.Close() })
-	return run
-}
-
 // TestLANBindingsNoQEMU: lan.new, its fields and errors, and how
 // qemu.start reads net = lan and nics = {…}.
 func TestLANBindingsNoQEMU(t *testing.T) {
-	run := lanRun(t)
+	run := testenv.Run(t)
 	out, err := runLua(t, nil, `
 		local l = lan.new{ name = "net1", subnet = "10.0.9.0/24", pcap = true, static = { ["52:54:00:00:00:07"] = "10.0.9.7" } }
 		print(l.name, l.subnet, l.gateway, l.pcap ~= nil, l.dhcp_log ~= nil, #l:leases(), #l:dhcp_events{})
@@ -103,7 +92,7 @@ func TestE2ELANLua(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	testenv.Lab(t, "mini")
-	run := lanRun(t)
+	run := testenv.Run(t)
 	out, err := runLua(t, ctx, `
 		local l = lan.new{ pcap = true }
 		local vm = qemu.start{ name = "m1", lab = "mini", net = l, memory = "256M", accel = "tcg" }

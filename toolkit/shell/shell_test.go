@@ -8,6 +8,7 @@ import (
 	"log"
 	"math/rand"
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -129,11 +130,22 @@ func TestRunPrintkFlood(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	g.mu.Lock()
 	g.inject = func(out string) string {
-		for range 4 {
-			p := rng.Intn(len(out) + 1)
-			out = out[:p] + printk + out[p:]
+		// Four kernel lines at random places of the shell's output, never
+		// inside one another (the kernel writes a line whole).
+		cuts := make([]int, 4)
+		for i := range cuts {
+			cuts[i] = rng.Intn(len(out) + 1)
 		}
-		return out
+		sort.Ints(cuts)
+		var b strings.Builder
+		prev := 0
+		for _, c := range cuts {
+			b.WriteString(out[prev:c])
+			b.WriteString(printk)
+			prev = c
+		}
+		b.WriteString(out[prev:])
+		return b.String()
 	}
 	g.mu.Unlock()
 	codes := []int{0, 1, 42, 127}

@@ -1,0 +1,87 @@
+package luahost
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/vmscript/vmscript/toolkit/checkpoint"
+	"github.com/vmscript/vmscript/toolkit/shell"
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+	lua "github.com/yuin/gopher-lua"
+)
+
+// defaultRenewTimeout bounds vm:renew_lease's wait for the new lease.
+const defaultRenewTimeout = time.Minute
+
+// etherLinkRE picks "2: lan: <…> … link/ether 52:54:00:…" lines of `ip -o link`.
+var etherLinkRE = regexp.MustCompile(`(?m)^\d+:\s+([^:@\s]+)[:@].*\slink/ether\s+([0-9a-f:]{17})`)
+
+func init() {
+	ExtendClass("vm", Func{
+		Name: "renew_lease", Params: "sh: vmscript.Shell, opts?: {iface?: string, timeout?: duration}", Returns: "{ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}",
+		Doc:  "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through sh and wait for the LAN's lease of it (default 1 min).",
+		Fn:   func(h *Host, L *lua.LState) int { return h.renewLease(L) },
+	})
+}
+
+func (h *Host) renewLease(L *lua.LState) int {
+	const fn = "vm:renew_lease"
+	v := h.checkVM(L)
+	sh := h.CheckObject(L, 2, "shell").(*luaShell).s
+	o := h.Opts(L, 3, fn)
+	iface := o.String("iface", "")
+	timeout := o.Duration("timeout", defaultRenewTimeout)
+	o.Done()
+	ports := h.vmLANPorts(v.m.VM.Name())
+	if len(ports) == 0 {
+		h.Errorf(L, vmerr.Usage, "%s: %s has no NIC on a vmscript LAN (fork it with net = lan)", fn, v.m.VM.Name())
+	}
+	port := ports[0]
+	ctx, cancel := h.withTimeout(timeout)
+	defer cancel()
+	if iface == "" {
+		var err error
+		if iface, err = guestEtherLink(ctx, sh); err != nil {
+			h.Raise(L, vmerr.Wrap(vmerr.KindOf(err), err, "%s: %v", fn, err).With("vm", v.m.VM.Name()))
+		}
+	}
+	cmd := checkpoint.MACCommand(iface, port.mac)
+	r, err := sh.Run(ctx, cmd, shell.RunOptions{Timeout: timeout})
+	if err != nil {
+		h.Raise(L, err)
+	}
+	if r.Code != 0 {
+		h.Raise(L, vmerr.New(vmerr.Refused, "%s: setting %s's MAC to %s in the guest failed (exit %d): %s", fn, iface, port.mac, r.Code, strings.TrimSpace(r.Output)).
+			With("vm", v.m.VM.Name()).With("command", cmd).With("output", r.Output))
+	}
+	lease, err := port.l.DHCP().WaitLease(ctx, port.mac)
+	if err != nil {
+		h.Raise(L, err)
+	}
+	t := leaseTable(L, lease)
+	t.RawSetString("iface", lua.LString(iface))
+	L.Push(t)
+	return 1
+}
+
+// guestEtherLink returns the guest's only Ethernet interface, or an error
+// naming them all when there is not exactly one.
+func guestEtherLink(ctx context.Context, sh *shell.Shell) (string, error) {
+	r, err := sh.Run(ctx, "ip -o link show", shell.RunOptions{})
+	if err != nil {
+		return "", err
+	}
+	var names []string
+	for _, m := range etherLinkRE.FindAllStringSubmatch(r.Output, -1) {
+		names = append(names, m[1])
+	}
+	switch len(names) {
+	case 1:
+		return names[0], nil
+	case 0:
+		return "", vmerr.New(vmerr.NotFound, "the guest shows no Ethernet interface (ip -o link: %q)", strings.TrimSpace(r.Output))
+	}
+	return "", vmerr.New(vmerr.Usage, "the guest has several Ethernet interfaces (%s): say which with iface=", strings.Join(names, ", "))
+}
