@@ -21,8 +21,8 @@ var etherLinkRE = regexp.MustCompile(`(?m)^\d+:\s+([^:@\s]+)[:@].*\slink/ether\s
 func init() {
 	ExtendClass("vm", Func{
 		Name: "renew_lease", Params: "sh: vmscript.Shell, opts?: {iface?: string, timeout?: duration}", Returns: "{ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}",
-		Doc:  "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through sh and wait for the LAN's lease of it (default 1 min).",
-		Fn:   func(h *Host, L *lua.LState) int { return h.renewLease(L) },
+		Doc: "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through sh and wait for the LAN's lease of it (default 1 min).",
+		Fn:  func(h *Host, L *lua.LState) int { return h.renewLease(L) },
 	})
 }
 
