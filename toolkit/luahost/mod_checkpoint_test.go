@@ -33,7 +33,7 @@ func TestLuaCheckpointMini(t *testing.T) {
 			f.console:expect("got-before")
 		end
 		print("forks answer")
-		local okr, er = pcall(a.renew_lease, a, a:shell{timeout = "1m"})
+		local okr, er = pcall(a.renew_lease, a, {shell = a:shell{timeout = "1m"}})
 		print(er.kind, er.message:find("no NIC on a vmscript LAN", 1, true) ~= nil)
 		local ok, e = pcall(function() return cp:fork{name = "a"} end)
 		print(ok, e.kind)
@@ -67,14 +67,17 @@ func TestE2ELuaForkRenewLease(t *testing.T) {
 		local vm = qemu.start{name = "orig", lab = "systemd", memory = "1G", net = l}
 		local first = l:wait_lease{mac = vm.mac, timeout = "4m"}
 		local sh = vm:login{user = "root", timeout = "4m"}
-		local ok, e = pcall(vm.renew_lease, vm, sh, {ifcae = "lan"})
+		local ok, e = pcall(vm.renew_lease, vm, {shell = sh, ifcae = "lan"})
 		print("typo", e.kind)
+		ok, e = pcall(vm.renew_lease, vm, {shell = vm})
+		print("not a shell", e.kind)
 		local cp = vm:checkpoint{name = "cp"}
 		local ips = {[first.ip] = "orig"}
 		for _, name in ipairs({"a", "b"}) do
 			local f = cp:fork{name = name, net = l}
+			-- b: no shell given, renew_lease takes the one at the prompt
+			local lease = name == "a" and f:renew_lease{shell = f:shell{timeout = "1m"}, timeout = "90s"} or f:renew_lease{timeout = "90s"}
 			local fsh = f:shell{timeout = "1m"}
-			local lease = f:renew_lease(fsh, {timeout = "90s"})
 			assert(lease.mac == f.mac and lease.mac ~= vm.mac, "lease for " .. lease.mac)
 			assert(ips[lease.ip] == nil, name .. " got " .. lease.ip .. ", already " .. tostring(ips[lease.ip]))
 			ips[lease.ip] = name
@@ -88,7 +91,7 @@ func TestE2ELuaForkRenewLease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\noutput:\n%s", err, out)
 	}
-	want := "typo\tusage\na\tlan\ttrue\nb\tlan\ttrue\n"
+	want := "typo\tusage\nnot a shell\tusage\na\tlan\ttrue\nb\tlan\ttrue\n"
 	if out != want {
 		t.Fatalf("output %q, want %q", out, want)
 	}

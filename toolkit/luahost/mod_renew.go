@@ -20,8 +20,8 @@ var etherLinkRE = regexp.MustCompile(`(?m)^\d+:\s+([^:@\s]+)[:@].*\slink/ether\s
 
 func init() {
 	ExtendClass("vm", Func{
-		Name: "renew_lease", Params: "sh: vmscript.Shell, opts?: {iface?: string, timeout?: duration}", Returns: "{ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}",
-		Doc: "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through sh and wait for the LAN's lease of it (default 1 min).",
+		Name: "renew_lease", Params: "opts?: {shell?: vmscript.Shell, iface?: string, timeout?: duration}", Returns: "{ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}",
+		Doc: "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait for the LAN's lease of it (default 1 min).",
 		Fn:  func(h *Host, L *lua.LState) int { return h.renewLease(L) },
 	})
 }
@@ -29,8 +29,15 @@ func init() {
 func (h *Host) renewLease(L *lua.LState) int {
 	const fn = "vm:renew_lease"
 	v := h.checkVM(L)
-	sh := h.CheckObject(L, 2, "shell").(*luaShell).s
-	o := h.Opts(L, 3, fn)
+	o := h.Opts(L, 2, fn)
+	var sh *shell.Shell
+	if v := o.Get("shell"); v != lua.LNil {
+		ls, ok := objectOf(h, L, v, "shell").(*luaShell)
+		if !ok {
+			o.fail("shell", "must be a shell (from vm:login or vm:shell), got %s", v.Type())
+		}
+		sh = ls.s
+	}
 	iface := o.String("iface", "")
 	timeout := o.Duration("timeout", defaultRenewTimeout)
 	o.Done()
@@ -41,6 +48,13 @@ func (h *Host) renewLease(L *lua.LState) int {
 	port := ports[0]
 	ctx, cancel := h.withTimeout(timeout)
 	defer cancel()
+	if sh == nil {
+		// A fork of a VM checkpointed at a shell prompt resumes at it.
+		var err error
+		if sh, err = shell.Attach(ctx, v.m.Console, shell.Options{Run: h.opt.Run, Timeout: min(timeout, shell.DefaultAttachTimeout)}); err != nil {
+			h.Raise(L, err)
+		}
+	}
 	if iface == "" {
 		var err error
 		if iface, err = guestEtherLink(ctx, sh); err != nil {
