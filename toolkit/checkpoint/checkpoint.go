@@ -27,7 +27,8 @@
 //     the checkpoint's MAC whatever the fork's command line says, and the
 //     guest keeps it in RAM too. On user networking that is harmless (every
 //     fork has its own slirp). On a LAN two forks would share a MAC; set a
-//     new one inside the guest (MACCommand) and renew the lease.
+//     new one inside the guest (MACCommand) and renew the lease — in Lua,
+//     vm:renew_lease does both and waits for the LAN's lease.
 package checkpoint
 
 import (
