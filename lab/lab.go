@@ -361,6 +361,16 @@ func loadImage(dir, name string, bl builder, cached bool) (*Image, error) {
 	return img, nil
 }
 
+// currentDir is the cache directory of the image of name for the current
+// inputs, built or not.
+func currentDir(ctx context.Context, name string, bl builder, opt Options, cache string) (string, error) {
+	key, err := resolveKey(ctx, &build{name: name, opt: Options{Log: opt.Log}, cache: cache}, bl)
+	if err != nil {
+		return "", err
+	}
+	return finalDir(cache, name, key), nil
+}
+
 // Lookup returns the image built for the current inputs, or an error saying
 // to run `vmscript lab build NAME` when there is none. It does not build.
 func Lookup(name string, opt Options) (*Image, error) {
@@ -372,12 +382,10 @@ func Lookup(name string, opt Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &build{name: name, opt: Options{Log: opt.Log}, cache: cache}
-	key, err := resolveKey(context.Background(), b, bl)
+	dir, err := currentDir(context.Background(), name, bl, opt, cache)
 	if err != nil {
 		return nil, err
 	}
-	dir := finalDir(cache, name, key)
 	img, err := loadImage(dir, name, bl, true)
 	if err != nil {
 		return nil, fmt.Errorf("lab: image %q is not built for the current inputs (%s: %v); run `vmscript lab build %s`", name, dir, err, name)

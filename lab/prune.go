@@ -47,12 +47,11 @@ func Prune(ctx context.Context, opt Options, dryRun bool) ([]Pruned, error) {
 		if err != nil {
 			return out, err
 		}
-		b := &build{name: name, opt: Options{Log: opt.Log}, cache: cache}
-		key, err := resolveKey(ctx, b, bl)
+		dir, err := currentDir(ctx, name, bl, opt, cache)
 		if err != nil {
 			return out, err
 		}
-		current := filepath.Base(finalDir(cache, name, key))
+		current := filepath.Base(dir)
 		unlock, err := lockImage(ctx, cache, name)
 		if err != nil {
 			return out, err

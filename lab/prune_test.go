@@ -25,11 +25,11 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := resolveKey(ctx, &build{name: "mini", cache: cache}, bl)
+	dir, err := currentDir(ctx, "mini", bl, opt, cache)
 	if err != nil {
 		t.Fatal(err)
 	}
-	current := filepath.Base(finalDir(cache, "mini", key))
+	current := filepath.Base(dir)
 	stale := []string{"mini-0123456789abcdef", "systemd-fedcba9876543210", ".tmp-systemd-123"}
 	kept := []string{current, "debs", "mini-notahexkey", "other-0123456789abcdef"}
 	for _, d := range append(append([]string{}, stale...), kept...) {

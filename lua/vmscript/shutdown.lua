@@ -141,8 +141,9 @@ function shutdown.run_one(vm, variant, o, name)
     -- the line the prompt is on, from what arrived after the command was
     -- sent: a shell prompt left on that line before the mark ("$ ") is not
     -- part of the question
-    local since = (m.before or "") .. m.text
-    rec.prompt = (since:match("([^\n]*)$") or m.text):gsub("\r", ""):gsub("^%s+", ""):gsub("%s+$", "")
+    local line = ((m.before or "") .. m.text):match("([^\n]*)$")
+    if line:match("^%s*$") then line = m.text end
+    rec.prompt = line:gsub("\r", ""):gsub("^%s+", ""):gsub("%s+$", "")
     event("prompt detected (%s): %q — not answered", rec.prompt_kind, rec.prompt)
     journal.event("shutdown.prompt", { vm = vm.name, variant = variant, prompt = rec.prompt })
     -- (return values, not an assignment to st inside the closure: gopher-lua

@@ -311,11 +311,12 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	// With opt.Settle: cand is a match at the end of the text, settled
-	// when settled fires before more output arrives.
+	// With a settle time: cand is a match at the end of the text; it is
+	// taken once settled has fired with no output after it.
 	var (
 		cand    *hit
 		settled <-chan time.Time
+		fired   bool
 	)
 	settleOf := func(idx int) time.Duration {
 		if d := pats[idx].Settle; d > 0 {
@@ -346,7 +347,12 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 			// Output came after the candidate: look again from its start,
 			// where a regex may now match a longer text.
 			m = &matcher{pats: cp, from: cand.start, pos: cand.start, line: cand.start}
-			cand, settled = nil, nil
+			cand, settled, fired = nil, nil, false
+		}
+		if cand != nil && (fired || closeErr != nil) {
+			// Still the last thing after the settle time, or the console
+			// closed meanwhile.
+			return c.matched(pats, *cand, buf, fromOff, opt.Raw), nil
 		}
 		if cand == nil {
 			if h, ok := m.scan(buf); ok && (fail == nil || h.end <= fail.end(opt.Raw)) {
@@ -358,14 +364,14 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 					next := max(h.end, h.start+1)
 					m = &matcher{pats: cp, from: next, pos: next, line: next}
 					continue
+				case closeErr != nil:
+					// At the end of a closed console: nothing more can come.
+					return c.matched(pats, h, buf, fromOff, opt.Raw), nil
 				default:
 					cand = &h
 					settled = time.After(settleOf(h.idx))
 				}
 			}
-		}
-		if cand != nil && closeErr != nil {
-			return c.matched(pats, *cand, buf, fromOff, opt.Raw), nil
 		}
 		if fail != nil {
 			return nil, c.waitErr(vmerr.New(vmerr.Watch, "%s: watcher %s matched while waiting for %s: %s",
@@ -377,15 +383,7 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 		select {
 		case <-w.ch:
 		case <-settled:
-			c.mu.Lock()
-			buf = c.text
-			if opt.Raw {
-				buf = c.raw
-			}
-			c.mu.Unlock()
-			if int64(len(buf)) == cand.end {
-				return c.matched(pats, *cand, buf, fromOff, opt.Raw), nil
-			}
+			fired = true
 		case <-timer.C:
 			waited := time.Since(start)
 			return nil, c.waitErr(vmerr.New(vmerr.Timeout, "%s: timed out after %s waiting for %s on the console",

@@ -31,10 +31,10 @@ func (h *Host) renewLease(L *lua.LState) int {
 	v := h.checkVM(L)
 	o := h.Opts(L, 2, fn)
 	var sh *shell.Shell
-	if v := o.Get("shell"); v != lua.LNil {
-		ls, ok := objectOf(h, L, v, "shell").(*luaShell)
+	if given := o.Get("shell"); given != lua.LNil {
+		ls, ok := h.objectOf(L, given, "shell").(*luaShell)
 		if !ok {
-			o.fail("shell", "must be a shell (from vm:login or vm:shell), got %s", v.Type())
+			o.fail("shell", "must be a shell (from vm:login or vm:shell), got %s", given.Type())
 		}
 		sh = ls.s
 	}

@@ -19,7 +19,7 @@ func (h *Host) NewObject(L *lua.LState, class string, value any) *lua.LUserData 
 // CheckObject returns the Go value of the object at stack index n, raising a
 // usage error when it is not an object of class.
 func (h *Host) CheckObject(L *lua.LState, n int, class string) any {
-	if v := objectOf(h, L, L.Get(n), class); v != nil {
+	if v := h.objectOf(L, L.Get(n), class); v != nil {
 		return v
 	}
 	h.ArgError(L, n, "%s expected, got %s (did you call with '.' instead of ':'?)", class, L.Get(n).Type())
@@ -27,7 +27,7 @@ func (h *Host) CheckObject(L *lua.LState, n int, class string) any {
 }
 
 // objectOf returns the Go value of v when it is an object of class, else nil.
-func objectOf(h *Host, L *lua.LState, v lua.LValue, class string) any {
+func (h *Host) objectOf(L *lua.LState, v lua.LValue, class string) any {
 	if ud, ok := v.(*lua.LUserData); ok {
 		if mt, ok := L.GetMetatable(ud).(*lua.LTable); ok && mt == h.metas[class] {
 			return ud.Value
