@@ -44,6 +44,9 @@ type fakeGuest struct {
 	redraw    bool
 	// promptLag delays the "$ " after a command's end marker.
 	promptLag time.Duration
+	// loginSplit, when set, prints the login shell's prompt in two parts,
+	// "root@lab:~#" and then, that much later, " " (a serial read cut).
+	loginSplit time.Duration
 
 	line      []byte
 	busyNonce string
@@ -244,6 +247,11 @@ func (g *fakeGuest) handle(line string) {
 			return
 		}
 		g.state = "shell"
+		if g.loginSplit > 0 {
+			g.out("Linux lab 6.1.0 #1 SMP\n" + "root@lab:~#")
+			time.AfterFunc(g.loginSplit, func() { g.out(" ") })
+			return
+		}
 		g.out("Linux lab 6.1.0\n" + "root@lab:~# ")
 		return
 	case "password":

@@ -22,6 +22,7 @@ package shell
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -406,7 +407,11 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		}
 	}
 
-	// 2. The user name, then the password if asked, then a prompt.
+	// 2. The user name, then the password if asked, then a prompt. The
+	// prompt must settle: a '#' or '$' at the end of what has arrived so far
+	// may be a line cut by the serial port ("Linux lab … #" then "1 SMP …",
+	// or "root@lab:~#" then " "), and the console looks again from the same
+	// start when more comes.
 	typedAt := time.Now()
 	cur := con.Mark()
 	if err := con.SendLine(ctx, opt.User); err != nil {
@@ -415,37 +420,25 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 	pwSent := false
 	retyped := 0
 	var lastNudge time.Time
-	pats := []console.Pattern{{Text: "assword:"}, {Text: "Login incorrect"}, {Regex: promptRE}}
+	pats := []console.Pattern{{Text: "assword:"}, {Text: "Login incorrect"}, {Regex: promptRE, Settle: promptQuiet}}
 	for {
-		m, err := expect(&cur, pats, loginNudge)
-		if err != nil {
-			if !vmerr.Is(err, vmerr.Timeout) {
-				return nil, err
-			}
-			if !time.Now().Before(deadline) {
-				// Say when the getty answered: a boot that ate most of
-				// the timeout is not a login that hung.
-				return nil, timeoutErr(fmt.Sprintf("a shell prompt after the user name (typed at %s, %d retyped)", fmtDur(typedAt.Sub(start)), retyped))
-			}
-			// A getty that re-prompts (agetty flushes its input when it
-			// redraws the prompt, e.g. on --reload) or a getty restarted
-			// by systemd lost the name: the console ends with a bare
-			// "login: " and nothing came since. Type the name again.
-			if !pwSent && retyped < maxRetype && gettyWaiting(con) {
-				retyped++
-				if opt.Run != nil {
-					opt.Run.Event("shell:"+name, "login-retype", map[string]any{"user": opt.User, "attempt": retyped + 1})
-				}
-				cur = con.Mark()
-				if err := con.SendLine(ctx, opt.User); err != nil {
-					return nil, err
-				}
-			}
-			continue
+		// Once prompt-like text has shown up, look again often: a kernel
+		// message after a real prompt keeps it from settling until an
+		// Enter makes the shell print a fresh one.
+		limit := loginNudge
+		seen := promptLikeRE.MatchString(con.Text(&cur, nil))
+		if seen {
+			limit = promptNudge
 		}
-		cur = m.End
-		switch m.Index {
-		case 0:
+		m, err := expect(&cur, pats, limit)
+		if err == nil {
+			if m.Index == 2 {
+				break
+			}
+			cur = m.End
+			if m.Index == 1 {
+				return nil, authErr(con, opt.User, "Login incorrect")
+			}
 			if pwSent {
 				return nil, authErr(con, opt.User, "the password prompt came back")
 			}
@@ -454,28 +447,39 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 			}
 			pwSent = true
 			continue
-		case 1:
-			return nil, authErr(con, opt.User, "Login incorrect")
 		}
-		// A '#' or '$' at the end of what has arrived so far may be the
-		// middle of a line cut by the serial port ("Linux lab … #" then
-		// "1 SMP …" of the welcome banner): a prompt is the last thing
-		// printed, so it must stay the end of the console for a moment.
-		if !quietAfter(ctx, con, m.End, promptQuiet) {
-			// Either the banner went on, or a kernel message followed a
-			// real prompt: an empty command line makes a shell print a
-			// fresh prompt, and is harmless type-ahead otherwise. At most
-			// one Enter per promptNudge, or the prompts our own Enters
-			// produce would keep every earlier prompt from being the last.
-			if time.Since(lastNudge) >= promptNudge {
-				if err := con.Send(ctx, "\r"); err != nil {
-					return nil, err
-				}
-				lastNudge = time.Now()
+		if !vmerr.Is(err, vmerr.Timeout) {
+			return nil, err
+		}
+		if !time.Now().Before(deadline) {
+			// Say when the getty answered: a boot that ate most of the
+			// timeout is not a login that hung.
+			return nil, timeoutErr(fmt.Sprintf("a shell prompt after the user name (typed at %s, %d retyped)", fmtDur(typedAt.Sub(start)), retyped))
+		}
+		switch {
+		case seen && time.Since(lastNudge) >= promptNudge:
+			// An empty command line makes a shell print a fresh prompt,
+			// and is harmless type-ahead otherwise. Only after a prompt
+			// showed: before the password prompt an Enter would be read as
+			// an empty password.
+			if err := con.Send(ctx, "\r"); err != nil {
+				return nil, err
 			}
-			continue
+			lastNudge = time.Now()
+		case !pwSent && retyped < maxRetype && gettyWaiting(con):
+			// A getty that re-prompts (agetty flushes its input when it
+			// redraws the prompt, e.g. on --reload) or a getty restarted
+			// by systemd lost the name: the console ends with a bare
+			// "login: " and nothing came since. Type the name again.
+			retyped++
+			if opt.Run != nil {
+				opt.Run.Event("shell:"+name, "login-retype", map[string]any{"user": opt.User, "attempt": retyped + 1})
+			}
+			cur = con.Mark()
+			if err := con.SendLine(ctx, opt.User); err != nil {
+				return nil, err
+			}
 		}
-		break
 	}
 
 	// 3. A shell: set it up.
@@ -513,26 +517,12 @@ func gettyWaiting(con *console.Console) bool {
 // console before Login believes it.
 const promptQuiet = 300 * time.Millisecond
 
+// promptLikeRE finds prompt-like text anywhere (settled or not).
+var promptLikeRE = regexp.MustCompile("(?m)" + promptRE)
+
 // promptNudge is the least time between two Enters Login presses to get a
 // prompt that stays the last thing on the console.
 const promptNudge = 2 * time.Second
-
-// quietAfter reports whether nothing arrives on the console after end for
-// d (false as soon as something does, or when ctx ends).
-func quietAfter(ctx context.Context, con *console.Console, end console.Mark, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if con.Mark().Text > end.Text {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return con.Mark().Text <= end.Text
-}
 
 // atLoginPrompt returns the start of the console's last (incomplete) line
 // when it holds "login:", so a prompt that is already showing is answered;

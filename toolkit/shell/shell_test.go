@@ -234,6 +234,25 @@ func TestLoginFake(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+	t.Run("prompt-cut-after-hash", func(t *testing.T) {
+		// "root@lab:~#" then " " 100 ms later (CI, 2026-11-26: the match
+		// ended at '#', the space made it "not quiet", and the next wait
+		// started after the '#' and never saw a prompt again).
+		g := newFakeGuest(t, nil)
+		g.state, g.loginSplit = "getty", 100*time.Millisecond
+		g.out("lab login: ")
+		start := time.Now()
+		s, err := Login(testCtx(t), g.con, LoginOptions{User: "root", Timeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("login took %s", d)
+		}
+		if !s.Test(testCtx(t), "true") {
+			t.Fatal("test true")
+		}
+	})
 	t.Run("prompt-already-consumed", func(t *testing.T) {
 		// The prompt was matched before (console cursor past it) and a
 		// kernel line landed on it: Login still answers it.
