@@ -279,16 +279,22 @@ func (c *Checkpoint) ForkNamed(ctx context.Context, names []string, opt ForkOpti
 // MACCommand returns the shell command that gives the guest's interface
 // iface a new MAC address and asks for a new DHCP lease, for a fork on a LAN
 // (the restored guest still uses the checkpoint's MAC). The MAC change must
-// succeed; the renewal is asked of systemd-networkd, then busybox udhcpc,
-// then dhclient, and may fail without failing the command: networkd renews
-// by itself when the link comes back up, and the lease on the LAN is the
-// real proof.
+// succeed; the new lease is asked of systemd-networkd, then busybox udhcpc,
+// then dhclient, and may fail without failing the command: the lease on the
+// LAN is the real proof.
+//
+// networkd is told to reconfigure the link, not to renew it: its own DHCP
+// client already restarts when the link comes back up, and a RenewLink that
+// lands between its OFFER and its REQUEST (systemd 252) moves the client to
+// RENEWING with an address it never configured, so it unicasts to nobody and
+// waits for T2, half an hour. Reconfiguring restarts the client from INIT in
+// any state.
 func MACCommand(iface, mac string) string {
 	q := shellQuote(iface)
 	return strings.Join([]string{
 		"ip link set dev " + q + " down",
 		"ip link set dev " + q + " address " + shellQuote(mac),
 		"ip link set dev " + q + " up",
-		"{ networkctl renew " + q + " 2>/dev/null || udhcpc -n -q -i " + q + " 2>/dev/null || dhclient " + q + " 2>/dev/null || true; }",
+		"{ networkctl reconfigure " + q + " 2>/dev/null || udhcpc -n -q -i " + q + " 2>/dev/null || dhclient " + q + " 2>/dev/null || true; }",
 	}, " && ")
 }

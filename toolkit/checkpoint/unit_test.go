@@ -81,7 +81,7 @@ func TestReserveNames(t *testing.T) {
 
 func TestMACCommand(t *testing.T) {
 	got := MACCommand("eth0", "52:54:00:01:02:03")
-	for _, want := range []string{"ip link set dev 'eth0' address '52:54:00:01:02:03'", "networkctl renew 'eth0'", "udhcpc"} {
+	for _, want := range []string{"ip link set dev 'eth0' address '52:54:00:01:02:03'", "networkctl reconfigure 'eth0'", "udhcpc"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("%q lacks %q", got, want)
 		}
