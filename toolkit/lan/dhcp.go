@@ -366,33 +366,54 @@ func (d *DHCP) WaitLease(ctx context.Context, mac string) (Lease, error) {
 }
 
 // describeSeen summarizes a client's DHCP conversation for a timeout error.
+// A NAK sends the client back to DISCOVER, so after saying how many NAKs
+// there were it describes what came after the last one: that is where the
+// client stopped.
 func describeSeen(evs []Event, enabled bool) string {
 	if !enabled {
 		return "the LAN has no DHCP server (dhcp = false)"
 	}
+	if len(evs) == 0 {
+		return "nothing was seen from that MAC (no DISCOVER: the client never asked)"
+	}
+	lastNAK, naks := -1, 0
+	var requested, nakFor, nakNote string
+	for i, e := range evs {
+		switch {
+		case e.Dir == "in" && e.Type == Request:
+			requested = e.Requested
+		case e.Dir == "out" && e.Type == Nak:
+			lastNAK, nakFor, nakNote = i, requested, e.Note
+			naks++
+		}
+	}
+	if naks == 0 {
+		return describeConversation(evs)
+	}
+	s := fmt.Sprintf("its REQUEST (for %s) was answered with NAK %d time(s)", nakFor, naks)
+	if nakNote != "" {
+		s += " (" + nakNote + ")"
+	}
+	if rest := evs[lastNAK+1:]; len(rest) > 0 {
+		return s + "; after the last NAK: " + describeConversation(rest)
+	}
+	return s + "; nothing came from it after the last NAK"
+}
+
+// describeConversation names where a conversation without NAKs stopped.
+func describeConversation(evs []Event) string {
 	count := map[string]int{}
-	var lastOffer, lastNAKNote, lastReq string
+	var lastOffer, lastReq string
 	for _, e := range evs {
-		key := e.Dir + " " + e.Type
-		count[key]++
+		count[e.Dir+" "+e.Type]++
 		switch {
 		case e.Dir == "out" && e.Type == Offer:
 			lastOffer = e.Offered
-		case e.Dir == "out" && e.Type == Nak:
-			lastNAKNote = e.Note
 		case e.Dir == "in" && e.Type == Request:
 			lastReq = e.Requested
 		}
 	}
 	switch {
-	case len(evs) == 0:
-		return "nothing was seen from that MAC (no DISCOVER: the client never asked)"
-	case count["out NAK"] > 0:
-		s := fmt.Sprintf("its REQUEST (for %s) was answered with NAK %d time(s)", lastReq, count["out NAK"])
-		if lastNAKNote != "" {
-			s += " (" + lastNAKNote + ")"
-		}
-		return s
 	case count["in DISCOVER"] > 0 && count["out OFFER"] == 0:
 		note := ""
 		for _, e := range evs {

@@ -473,3 +473,35 @@ func TestSlowPortDoesNotBlock(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeSeen: a timeout names where the client stopped, also after a
+// NAK sent it back to DISCOVER (the fork whose client went quiet after its
+// second OFFER was first reported as just "answered with NAK").
+func TestDescribeSeen(t *testing.T) {
+	in := func(typ, requested string) Event { return Event{Dir: "in", Type: typ, Requested: requested} }
+	out := func(typ, offered, note string) Event { return Event{Dir: "out", Type: typ, Offered: offered, Note: note} }
+	cases := []struct {
+		name string
+		evs  []Event
+		want string
+	}{
+		{"nothing", nil, "nothing was seen from that MAC (no DISCOVER: the client never asked)"},
+		{"discover only", []Event{in(Discover, ""), in(Discover, "")}, "DISCOVER only: 2 DISCOVER(s), none answered"},
+		{"offer not requested", []Event{in(Discover, ""), out(Offer, "10.0.3.101", "")}, "OFFER not requested: 1 DISCOVER(s), 1 OFFER(s) of 10.0.3.101, but no REQUEST came back"},
+		{"request not acked", []Event{in(Discover, ""), out(Offer, "10.0.3.101", ""), in(Request, "10.0.3.101")}, "1 REQUEST(s) (for 10.0.3.101), none acknowledged"},
+		{"nak then silence", []Event{in(Request, "10.0.3.100"), out(Nak, "", "10.0.3.100 belongs to m")},
+			"its REQUEST (for 10.0.3.100) was answered with NAK 1 time(s) (10.0.3.100 belongs to m); nothing came from it after the last NAK"},
+		{"nak then offer not requested", []Event{in(Request, "10.0.3.100"), out(Nak, "", "taken"), in(Discover, "10.0.3.100"), out(Offer, "10.0.3.102", "")},
+			"its REQUEST (for 10.0.3.100) was answered with NAK 1 time(s) (taken); after the last NAK: OFFER not requested: 1 DISCOVER(s), 1 OFFER(s) of 10.0.3.102, but no REQUEST came back"},
+		{"two naks", []Event{in(Request, "10.0.3.100"), out(Nak, "", ""), in(Request, "10.0.3.105"), out(Nak, "", ""), in(Discover, "")},
+			"its REQUEST (for 10.0.3.105) was answered with NAK 2 time(s); after the last NAK: DISCOVER only: 1 DISCOVER(s), none answered"},
+	}
+	for _, c := range cases {
+		if got := describeSeen(c.evs, true); got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.name, got, c.want)
+		}
+	}
+	if got := describeSeen(nil, false); !strings.Contains(got, "no DHCP server") {
+		t.Errorf("dhcp off: %q", got)
+	}
+}
