@@ -479,7 +479,9 @@ func TestSlowPortDoesNotBlock(t *testing.T) {
 // second OFFER was first reported as just "answered with NAK").
 func TestDescribeSeen(t *testing.T) {
 	in := func(typ, requested string) Event { return Event{Dir: "in", Type: typ, Requested: requested} }
-	out := func(typ, offered, note string) Event { return Event{Dir: "out", Type: typ, Offered: offered, Note: note} }
+	out := func(typ, offered, note string) Event {
+		return Event{Dir: "out", Type: typ, Offered: offered, Note: note}
+	}
 	cases := []struct {
 		name string
 		evs  []Event
