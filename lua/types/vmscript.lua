@@ -378,7 +378,7 @@ function __VM:checkpoint(opts) end
 ---@param nic? string|integer
 function __VM:link(up, nic) end
 
---- On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait for the LAN's lease of it (default 1 min).
+--- On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait until the LAN leased it an address and the guest carries it (default 1 min).
 ---@param opts? {shell?: vmscript.Shell, iface?: string, timeout?: duration}
 ---@return {ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}
 function __VM:renew_lease(opts) end

@@ -277,24 +277,43 @@ func (c *Checkpoint) ForkNamed(ctx context.Context, names []string, opt ForkOpti
 }
 
 // MACCommand returns the shell command that gives the guest's interface
-// iface a new MAC address and asks for a new DHCP lease, for a fork on a LAN
+// iface a new MAC address and gets it a new DHCP lease, for a fork on a LAN
 // (the restored guest still uses the checkpoint's MAC). The MAC change must
-// succeed; the new lease is asked of systemd-networkd, then busybox udhcpc,
-// then dhclient, and may fail without failing the command: the lease on the
-// LAN is the real proof.
+// succeed; getting the lease is best effort, the LAN's lease is the proof:
 //
-// networkd is told to reconfigure the link, not to renew it: its own DHCP
-// client already restarts when the link comes back up, and a RenewLink that
+//   - a link that systemd-networkd manages needs nothing more: networkd
+//     stops its DHCP client when the hardware address changes and starts it
+//     afresh when the link comes back up;
+//   - a udhcpc already running for iface is killed (SIGKILL, so that it
+//     sends no RELEASE: that would name the checkpoint's MAC and lease and
+//     free the original VM's address) and started again with the same
+//     arguments and standard output; a fresh udhcpc reads the new MAC.
+//     Signals are not enough: SIGUSR1 renews from the old lease, and two of
+//     them can merge in the kernel;
+//   - otherwise a one-shot `udhcpc -n -q`, then dhclient.
+//
+// networkd is deliberately not poked over D-Bus. `networkctl renew` that
 // lands between its OFFER and its REQUEST (systemd 252) moves the client to
 // RENEWING with an address it never configured, so it unicasts to nobody and
-// waits for T2, half an hour. Reconfiguring restarts the client from INIT in
-// any state.
+// waits for T2, half an hour; `networkctl reconfigure` that lands after the
+// ACK releases the fresh lease and starts over, after the host already saw
+// it. Whether networkd manages the link is asked before the change.
 func MACCommand(iface, mac string) string {
 	q := shellQuote(iface)
-	return strings.Join([]string{
+	change := strings.Join([]string{
 		"ip link set dev " + q + " down",
 		"ip link set dev " + q + " address " + shellQuote(mac),
 		"ip link set dev " + q + " up",
-		"{ networkctl reconfigure " + q + " 2>/dev/null || udhcpc -n -q -i " + q + " 2>/dev/null || dhclient " + q + " 2>/dev/null || true; }",
 	}, " && ")
+	// In a subshell, so that its variables stay out of the user's shell;
+	// the restarted udhcpc is started from a subshell of its own so that
+	// an interactive shell reports no job for it.
+	dhcp := "( found=; for p in $(pidof udhcpc 2>/dev/null); do " +
+		"args=$(tr '\\0' ' ' </proc/$p/cmdline 2>/dev/null); " +
+		"echo \" $args \" | grep -qwF -e " + q + " || continue; " +
+		"out=$(readlink /proc/$p/fd/1 2>/dev/null); case \"$out\" in /*) ;; *) out=/dev/null ;; esac; " +
+		"kill -9 $p && found=1 && ( set -f; set -- $args; \"$@\" </dev/null >>\"$out\" 2>&1 & ); done; " +
+		"[ -n \"$found\" ] || udhcpc -n -q -i " + q + " 2>/dev/null || dhclient " + q + " 2>/dev/null || true )"
+	return "if networkctl list --no-legend " + q + " 2>/dev/null | grep -qv unmanaged; then " + change +
+		"; else " + change + " && " + dhcp + "; fi"
 }

@@ -3,9 +3,14 @@ package checkpoint
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vmscript/vmscript/toolkit/qemu"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -79,11 +84,148 @@ func TestReserveNames(t *testing.T) {
 	}
 }
 
+// TestMACCommand runs the command under sh with fake ip, networkctl,
+// pidof, udhcpc and dhclient that log their arguments: networkd's links get
+// the MAC change only (no D-Bus call that could race its DHCP client), a
+// udhcpc running for the link is killed and started again with its
+// arguments, other links get a one-shot DHCP client, and a failed MAC
+// change fails the command.
 func TestMACCommand(t *testing.T) {
-	got := MACCommand("eth0", "52:54:00:01:02:03")
-	for _, want := range []string{"ip link set dev 'eth0' address '52:54:00:01:02:03'", "networkctl reconfigure 'eth0'", "udhcpc"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("%q lacks %q", got, want)
+	tools := map[string]string{}
+	for _, name := range []string{"sh", "grep", "tr", "sleep", "readlink"} {
+		path, err := exec.LookPath(name)
+		if err != nil {
+			t.Skipf("no %s", name)
+		}
+		tools[name] = path
+	}
+	const change = "ip link set dev eth0 down|ip link set dev eth0 address 52:54:00:01:02:03|ip link set dev eth0 up"
+	cases := []struct {
+		name       string
+		networkctl string // its output for "list --no-legend IFACE"; "" = not installed
+		ipFails    bool
+		udhcpc     bool   // udhcpc installed
+		running    string // the interface a running "udhcpc" serves; "" = none runs
+		wantCode   int
+		wantCalls  string
+	}{
+		{name: "networkd", networkctl: "  2 eth0 ether routable configured", udhcpc: true,
+			wantCalls: "networkctl list --no-legend eth0|" + change},
+		{name: "unmanaged by networkd", networkctl: "  2 eth0 ether off unmanaged", udhcpc: true,
+			wantCalls: "networkctl list --no-legend eth0|" + change + "|pidof udhcpc|udhcpc -n -q -i eth0"},
+		{name: "udhcpc running for eth0", udhcpc: true, running: "eth0",
+			wantCalls: change + "|pidof udhcpc|started -i eth0"},
+		{name: "udhcpc running for eth1", udhcpc: true, running: "eth1",
+			wantCalls: change + "|pidof udhcpc|udhcpc -n -q -i eth0"},
+		{name: "no networkctl, no udhcpc",
+			wantCalls: change + "|pidof udhcpc|dhclient eth0"},
+		{name: "ip fails", ipFails: true, udhcpc: true, wantCode: 1, wantCalls: "ip link set dev eth0 down"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bin := t.TempDir()
+			calls := filepath.Join(bin, "calls")
+			fake := func(name, body string) {
+				script := "#!" + tools["sh"] + "\necho \"" + name + " $*\" >> " + calls + "\n" + body + "\n"
+				if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Only the fakes and these real tools are on the PATH, so a
+			// networkctl or udhcpc of this machine cannot answer.
+			for name, path := range tools {
+				if err := os.Symlink(path, filepath.Join(bin, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.networkctl != "" {
+				fake("networkctl", "echo '"+c.networkctl+"'")
+			}
+			if c.ipFails {
+				fake("ip", "exit 1")
+			} else {
+				fake("ip", "exit 0")
+			}
+			if c.udhcpc {
+				fake("udhcpc", "exit 0")
+			}
+			fake("dhclient", "exit 0")
+			pid := ""
+			exited := make(chan struct{})
+			if c.running != "" {
+				// A stand-in daemon whose command line names the interface
+				// like "udhcpc -i eth0" (so it must not exec); each start
+				// logs its arguments, and its PIDs for the cleanup: the
+				// command restarts it.
+				daemon := filepath.Join(bin, "daemon")
+				pids := filepath.Join(bin, "pids")
+				body := "#!" + tools["sh"] + "\necho \"started $*\" >> " + calls + "\nsleep 60 &\necho $$ $! >> " + pids + "\nwait\n"
+				if err := os.WriteFile(daemon, []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				d := exec.Command(daemon, "-i", c.running)
+				if err := d.Start(); err != nil {
+					t.Fatal(err)
+				}
+				go func() { d.Wait(); close(exited) }()
+				t.Cleanup(func() {
+					b, _ := os.ReadFile(pids)
+					for _, f := range strings.Fields(string(b)) {
+						if n, err := strconv.Atoi(f); err == nil {
+							syscall.Kill(n, syscall.SIGKILL)
+						}
+					}
+				})
+				pid = strconv.Itoa(d.Process.Pid)
+				waitFor(t, calls, "started -i "+c.running)
+				os.Remove(calls)
+			}
+			fake("pidof", "echo "+pid)
+			cmd := exec.Command(tools["sh"], "-c", MACCommand("eth0", "52:54:00:01:02:03"))
+			cmd.Env = append(os.Environ(), "PATH="+bin)
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			var gotCalls string
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				// The restarted daemon logs in the background.
+				got, _ := os.ReadFile(calls)
+				gotCalls = strings.ReplaceAll(strings.TrimSpace(string(got)), "\n", "|")
+				if gotCalls == c.wantCalls || time.Now().After(deadline) {
+					break
+				}
+			}
+			if c.running != "" {
+				restarted := strings.HasSuffix(c.wantCalls, "started -i "+c.running)
+				select {
+				case <-exited:
+					if !restarted {
+						t.Error("the udhcpc of another interface was killed")
+					}
+				case <-time.After(time.Second):
+					if restarted {
+						t.Error("the running udhcpc was not killed")
+					}
+				}
+			}
+			if code != c.wantCode || gotCalls != c.wantCalls {
+				t.Errorf("exit %d, calls %q\nwant exit %d, calls %q", code, gotCalls, c.wantCode, c.wantCalls)
+			}
+		})
+	}
+}
+
+// waitFor waits up to 5 s for file to hold want.
+func waitFor(t *testing.T, file, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(file); strings.Contains(string(b), want) {
+			return
 		}
 	}
+	t.Fatalf("%s never held %q", file, want)
 }

@@ -2,6 +2,8 @@ package luahost
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +56,8 @@ func TestLuaCheckpointMini(t *testing.T) {
 // TestE2ELuaForkRenewLease: the systemd lab on a LAN, checkpointed at a
 // root prompt and forked twice onto the same LAN. Each restored guest still
 // uses the checkpoint's MAC; vm:renew_lease gives it its fork's MAC, and the
-// LAN leases each fork its own address, which the guest then carries.
+// LAN leases each fork its own address, which the guest carries when
+// renew_lease returns.
 func TestE2ELuaForkRenewLease(t *testing.T) {
 	testenv.RequireQEMU(t)
 	t.Parallel()
@@ -81,8 +84,8 @@ func TestE2ELuaForkRenewLease(t *testing.T) {
 			assert(lease.mac == f.mac and lease.mac ~= vm.mac, "lease for " .. lease.mac)
 			assert(ips[lease.ip] == nil, name .. " got " .. lease.ip .. ", already " .. tostring(ips[lease.ip]))
 			ips[lease.ip] = name
-			local r = fsh:run("for i in $(seq 100); do ip -4 -o addr show " .. lease.iface ..
-				" | grep -q ' " .. lease.ip .. "/' && break; sleep 0.2; done; ip -4 -o addr show " .. lease.iface)
+			-- renew_lease returns once the guest carries the address
+			local r = fsh:run("ip -4 -o addr show " .. lease.iface)
 			assert(r.output:find(" " .. lease.ip .. "/", 1, true), "guest of " .. name .. ": " .. r.output)
 			print(name, lease.iface, fsh:run("cat /sys/class/net/lan/address").output == f.mac .. "\n")
 			f:quit()
@@ -94,6 +97,48 @@ func TestE2ELuaForkRenewLease(t *testing.T) {
 	want := "typo\tusage\nnot a shell\tusage\na\tlan\ttrue\nb\tlan\ttrue\n"
 	if out != want {
 		t.Fatalf("output %q, want %q", out, want)
+	}
+}
+
+// TestE2ELuaForkRenewLeaseMini: the same on the mini lab, whose busybox
+// udhcpc runs as a daemon: renew_lease restarts it (one udhcpc afterwards,
+// no RELEASE that would free the original's lease) and the fork carries its
+// own address while the original keeps its lease.
+func TestE2ELuaForkRenewLeaseMini(t *testing.T) {
+	testenv.RequireQEMU(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	testenv.Lab(t, "mini")
+	run := testenv.Run(t)
+	out, err := runLua(t, ctx, `
+		local l = lan.new{}
+		local vm = qemu.start{name = "orig", lab = "mini", memory = "512M", net = l}
+		local first = l:wait_lease{mac = vm.mac, timeout = "2m"}
+		vm:shell{timeout = "2m"}
+		local cp = vm:checkpoint{name = "cp"}
+		local f = cp:fork{name = "f", net = l}
+		local lease = f:renew_lease{timeout = "1m"}
+		assert(lease.mac == f.mac and lease.ip ~= first.ip, lease.ip)
+		local r = f:shell{}:run("pidof udhcpc | wc -w; cat /run/ipv4")
+		print(lease.iface, r.output == "1\n" .. lease.ip .. "\n" or r.output)
+		local held = {}
+		for _, x in ipairs(l:leases()) do held[x.mac] = x.ip end
+		print(held[vm.mac] == first.ip)
+		f:quit()
+	`, nil, Options{Run: run})
+	if err != nil {
+		t.Fatalf("%v\noutput:\n%s", err, out)
+	}
+	if want := "eth0\ttrue\ntrue\n"; out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+	b, err := os.ReadFile(filepath.Join(run.Dir(), "lan.dhcp.log"))
+	if err != nil || !strings.Contains(string(b), " ACK ") {
+		t.Fatalf("the LAN's DHCP log: %v\n%s", err, b)
+	}
+	if strings.Contains(string(b), "RELEASE") {
+		t.Errorf("a RELEASE reached the LAN:\n%s", b)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmscript/vmscript/toolkit/checkpoint"
 	"github.com/vmscript/vmscript/toolkit/shell"
+	"github.com/vmscript/vmscript/toolkit/ssh"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
 )
@@ -21,7 +22,7 @@ var etherLinkRE = regexp.MustCompile(`(?m)^\d+:\s+([^:@\s]+)[:@].*\slink/ether\s
 func init() {
 	ExtendClass("vm", Func{
 		Name: "renew_lease", Params: "opts?: {shell?: vmscript.Shell, iface?: string, timeout?: duration}", Returns: "{ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}",
-		Doc: "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait for the LAN's lease of it (default 1 min).",
+		Doc: "On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait until the LAN leased it an address and the guest carries it (default 1 min).",
 		Fn:  func(h *Host, L *lua.LState) int { return h.renewLease(L) },
 	})
 }
@@ -58,7 +59,7 @@ func (h *Host) renewLease(L *lua.LState) int {
 	if iface == "" {
 		var err error
 		if iface, err = guestEtherLink(ctx, sh); err != nil {
-			h.Raise(L, vmerr.Wrap(vmerr.KindOf(err), err, "%s: %v", fn, err).With("vm", v.m.VM.Name()))
+			h.Raise(L, vmerr.Wrap(vmerr.KindOf(err), err, "%s", fn).With("vm", v.m.VM.Name()))
 		}
 	}
 	cmd := checkpoint.MACCommand(iface, port.mac)
@@ -74,10 +75,42 @@ func (h *Host) renewLease(L *lua.LState) int {
 	if err != nil {
 		h.Raise(L, err)
 	}
+	if err := waitGuestAddress(ctx, sh, iface, lease.IP.String()); err != nil {
+		h.Raise(L, vmerr.Wrap(vmerr.KindOf(err), err, "%s", fn).With("vm", v.m.VM.Name()))
+	}
 	t := leaseTable(L, lease)
 	t.RawSetString("iface", lua.LString(iface))
 	L.Push(t)
 	return 1
+}
+
+// guestAddressPoll is how often waitGuestAddress looks again.
+const guestAddressPoll = 250 * time.Millisecond
+
+// waitGuestAddress polls the guest until iface carries ip: the LAN's ACK is
+// half of a lease, the guest's client must also configure the address
+// (and a client that starts over after the ACK would show here).
+func waitGuestAddress(ctx context.Context, sh *shell.Shell, iface, ip string) error {
+	cmd := "ip -4 -o addr show dev " + ssh.ShellQuote(iface)
+	t0 := time.Now()
+	var last string
+	for {
+		r, err := sh.Run(ctx, cmd, shell.RunOptions{})
+		if err == nil {
+			if strings.Contains(r.Output, " "+ip+"/") {
+				return nil
+			}
+			last = strings.TrimSpace(r.Output)
+		} else if ctx.Err() == nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return vmerr.New(vmerr.Timeout, "the LAN leased %s, but the guest's %s did not carry it after %.1fs (last `%s`: %q)",
+				ip, iface, time.Since(t0).Seconds(), cmd, last).With("ip", ip).With("iface", iface)
+		case <-time.After(guestAddressPoll):
+		}
+	}
 }
 
 // guestEtherLink returns the guest's only Ethernet interface, or an error
