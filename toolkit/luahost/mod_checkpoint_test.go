@@ -103,7 +103,8 @@ func TestE2ELuaForkRenewLease(t *testing.T) {
 // TestE2ELuaForkRenewLeaseMini: the same on the mini lab, whose busybox
 // udhcpc runs as a daemon: renew_lease restarts it (one udhcpc afterwards,
 // no RELEASE that would free the original's lease) and the fork carries its
-// own address while the original keeps its lease.
+// own address while the original keeps its lease. On a LAN that does not
+// answer, the timeout names what the LAN saw and carries the console tail.
 func TestE2ELuaForkRenewLeaseMini(t *testing.T) {
 	testenv.RequireQEMU(t)
 	t.Parallel()
@@ -126,11 +127,19 @@ func TestE2ELuaForkRenewLeaseMini(t *testing.T) {
 		for _, x in ipairs(l:leases()) do held[x.mac] = x.ip end
 		print(held[vm.mac] == first.ip)
 		f:quit()
+		-- a LAN that does not answer: the timeout says what the LAN saw
+		-- and carries the fork's console
+		l.dhcp:pause()
+		local g = cp:fork{name = "g", net = l}
+		local ok, e = pcall(g.renew_lease, g, {timeout = "3s"})
+		print(ok, e.kind, e.message:match("^vm:renew_lease: lan \"lan\": no DHCP lease for " .. g.mac .. " after [%d.]+s: DISCOVER only") ~= nil,
+			e.vm, type(e.tail) == "table" and #e.tail > 0)
+		g:quit()
 	`, nil, Options{Run: run})
 	if err != nil {
 		t.Fatalf("%v\noutput:\n%s", err, out)
 	}
-	if want := "eth0\ttrue\ntrue\n"; out != want {
+	if want := "eth0\ttrue\ntrue\nfalse\ttimeout\ttrue\tg\ttrue\n"; out != want {
 		t.Fatalf("output %q, want %q", out, want)
 	}
 	b, err := os.ReadFile(filepath.Join(run.Dir(), "lan.dhcp.log"))

@@ -2,11 +2,13 @@ package luahost
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/checkpoint"
+	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/shell"
 	"github.com/vmscript/vmscript/toolkit/ssh"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -71,12 +73,21 @@ func (h *Host) renewLease(L *lua.LState) int {
 		h.Raise(L, vmerr.New(vmerr.Refused, "%s: setting %s's MAC to %s in the guest failed (exit %d): %s", fn, iface, port.mac, r.Code, strings.TrimSpace(r.Output)).
 			With("vm", v.m.VM.Name()).With("command", cmd).With("output", r.Output))
 	}
-	lease, err := port.l.DHCP().WaitLease(ctx, port.mac)
-	if err != nil {
+	// The waits below fail with the guest's side of the story too.
+	fail := func(err error) {
+		var ve *vmerr.Error
+		if errors.As(err, &ve) {
+			ve.Message = fn + ": " + ve.Message
+			ve.With("vm", v.m.VM.Name()).With("tail", v.m.Console.Tail(console.TailLines))
+		}
 		h.Raise(L, err)
 	}
+	lease, err := port.l.DHCP().WaitLease(ctx, port.mac)
+	if err != nil {
+		fail(err)
+	}
 	if err := waitGuestAddress(ctx, sh, iface, lease.IP.String()); err != nil {
-		h.Raise(L, vmerr.Wrap(vmerr.KindOf(err), err, "%s", fn).With("vm", v.m.VM.Name()))
+		fail(err)
 	}
 	t := leaseTable(L, lease)
 	t.RawSetString("iface", lua.LString(iface))
