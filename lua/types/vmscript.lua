@@ -455,7 +455,7 @@ function lab.image(name) end
 ---@class vmscript.module.lan
 lan = {}
 
---- Start a LAN (default 10.0.3.0/24, dhcp and nat on, pcap off); join VMs with qemu.start{net = lan} or nics = {lan, "user"}.
+--- Start a LAN (default 10.0.3.0/24, dhcp and nat on, pcap off; a /24 leases .100–.254, and a full pool reclaims the address of a VM that left); join VMs with qemu.start{net = lan} or nics = {lan, "user"}.
 ---@param opts? {name?: string, subnet?: string, dhcp?: boolean, nat?: boolean, pcap?: boolean, static?: table<string, string>, dns?: string[], dns_upstream?: string}
 ---@return vmscript.LAN
 function lan.new(opts) end

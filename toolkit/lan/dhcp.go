@@ -503,7 +503,7 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	out := Event{Dir: "out", MAC: mac, XID: in.XID, Hostname: in.Hostname}
 	switch in.Type {
 	case Discover:
-		ip, why := d.offer(mac, requested(m))
+		ip, why, reclaimed := d.offer(mac, requested(m), d.lan.attachedMACs())
 		if !ip.IsValid() {
 			in.Note = "not answered: " + why
 			d.record(in)
@@ -512,6 +512,9 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		d.record(in)
 		reply, err = d.reply(m, dhcpv4.MessageTypeOffer, ip)
 		out.Type, out.Offered = Offer, ip.String()
+		if reclaimed != "" {
+			out.Note = "pool full: reclaimed from " + reclaimed + ", which left the LAN"
+		}
 	case Request:
 		want := requested(m)
 		if nak {
@@ -628,22 +631,25 @@ func (d *DHCP) inPool(ip netip.Addr) bool {
 	return ip.IsValid() && ip.Compare(d.poolFirst) >= 0 && ip.Compare(d.poolLast) <= 0
 }
 
-// offer picks an address for mac: its static address, its earlier binding,
-// the requested address if free, else the lowest free pool address.
-func (d *DHCP) offer(mac string, want netip.Addr) (netip.Addr, string) {
+// offer picks mac's address: its static one, its binding, the one it asks
+// for when free, else the lowest free one in the pool. When the pool is
+// full, the lowest address bound to a MAC that is not on the switch
+// (attached) any more is reclaimed — a script that quits many forks must
+// not run the pool dry — and reclaimed names that MAC.
+func (d *DHCP) offer(mac string, want netip.Addr, attached map[string]bool) (ip netip.Addr, why, reclaimed string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if ip, ok := d.statics[mac]; ok {
-		return ip, ""
+		return ip, "", ""
 	}
 	if ip, ok := d.bindings[mac]; ok && !d.declined[ip] {
-		return ip, ""
+		return ip, "", ""
 	}
 	free := func(ip netip.Addr) bool {
 		o, taken := d.owners[ip]
 		return d.inPool(ip) && !d.declined[ip] && (!taken || o == mac)
 	}
-	ip := want
+	ip = want
 	if !free(ip) {
 		ip = netip.Addr{}
 		for a := d.poolFirst; a.Compare(d.poolLast) <= 0; a = a.Next() {
@@ -654,11 +660,23 @@ func (d *DHCP) offer(mac string, want netip.Addr) (netip.Addr, string) {
 		}
 	}
 	if !ip.IsValid() {
-		return ip, "pool exhausted"
+		for a := d.poolFirst; a.Compare(d.poolLast) <= 0; a = a.Next() {
+			o := d.owners[a]
+			if _, static := d.statics[o]; static || d.declined[a] || attached[o] {
+				continue
+			}
+			delete(d.bindings, o)
+			delete(d.leases, o)
+			ip, reclaimed = a, o
+			break
+		}
+	}
+	if !ip.IsValid() {
+		return ip, "pool exhausted", ""
 	}
 	d.bindings[mac] = ip
 	d.owners[ip] = mac
-	return ip, ""
+	return ip, "", reclaimed
 }
 
 // ack acknowledges a REQUEST for want, or says why not.

@@ -425,6 +425,19 @@ func (l *LAN) Attach(name, mac string) (*os.File, *Port, error) {
 	return theirs, p, nil
 }
 
+// attachedMACs returns the MAC addresses of the ports on the switch.
+func (l *LAN) attachedMACs() map[string]bool {
+	l.sw.mu.RLock()
+	defer l.sw.mu.RUnlock()
+	macs := make(map[string]bool, len(l.sw.ports))
+	for p := range l.sw.ports {
+		if p.mac != nil {
+			macs[p.mac.String()] = true
+		}
+	}
+	return macs
+}
+
 // Ports returns the ports on the switch, the gateway first.
 func (l *LAN) Ports() []*Port {
 	l.sw.mu.RLock()

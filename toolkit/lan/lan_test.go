@@ -3,6 +3,7 @@ package lan
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -505,5 +506,69 @@ func TestDescribeSeen(t *testing.T) {
 	}
 	if got := describeSeen(nil, false); !strings.Contains(got, "no DHCP server") {
 		t.Errorf("dhcp off: %q", got)
+	}
+}
+
+// TestPoolReclaimsLeftMACs: a /29 pool (.2–.6) full of leases; a newcomer
+// gets nothing while every owner is on the switch, and the lowest address of
+// an owner that left once some have — the OFFER says so and the old lease
+// is gone. A static MAC's address is never reclaimed.
+func TestPoolReclaimsLeftMACs(t *testing.T) {
+	static := "52:54:00:00:09:99"
+	l, _ := newTestLAN(t, Config{Name: "pool", Subnet: "10.0.9.0/29", DHCP: true, Static: map[string]string{static: "10.0.9.6"}})
+	ctx := testCtx(t, 20*time.Second)
+	var nics []*fakeNIC
+	for i := 0; i < 4; i++ {
+		n := attachFake(t, l, fmt.Sprintf("vm%d", i), fmt.Sprintf("52:54:00:00:09:%02x", i))
+		if _, ack := n.lease(ctx, ""); ack.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("vm%d: %s", i, ack.MessageType())
+		}
+		nics = append(nics, n)
+	}
+	// The static MAC never attaches: its address stays its own.
+	late := attachFake(t, l, "late", "52:54:00:00:09:10")
+	disc, _ := dhcpv4.NewDiscovery(late.mac)
+	late.sendDHCP(disc)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if r := late.reply(short, disc.TransactionID); r != nil {
+		t.Fatalf("full pool answered %s %s", r.MessageType(), r.YourIPAddr)
+	}
+	cancel()
+	if evs := l.DHCP().Events("52:54:00:00:09:10"); len(evs) != 1 || !strings.Contains(evs[0].Note, "pool exhausted") {
+		t.Fatalf("events of the refused DISCOVER: %+v", evs)
+	}
+
+	// vm1 (.3) and vm2 (.4) leave; the newcomer gets .3.
+	for _, i := range []int{2, 1} {
+		nics[i].conn.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		on := l.attachedMACs()
+		if !on["52:54:00:00:09:01"] && !on["52:54:00:00:09:02"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ports still attached: %v", on)
+		}
+	}
+	offer, ack := late.lease(ctx, "")
+	if got := offer.YourIPAddr.String(); got != "10.0.9.3" || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("offer %s, %s", got, ack.MessageType())
+	}
+	var note string
+	for _, e := range l.DHCP().Events("52:54:00:00:09:10") {
+		if e.Type == Offer {
+			note = e.Note
+		}
+	}
+	if note != "pool full: reclaimed from 52:54:00:00:09:01, which left the LAN" {
+		t.Fatalf("offer note %q", note)
+	}
+	held := map[string]string{}
+	for _, le := range l.DHCP().Leases() {
+		held[le.MAC] = le.IP.String()
+	}
+	if _, ok := held["52:54:00:00:09:01"]; ok || held["52:54:00:00:09:10"] != "10.0.9.3" || held["52:54:00:00:09:02"] != "10.0.9.4" {
+		t.Fatalf("leases after the reclaim: %v", held)
 	}
 }

@@ -300,7 +300,7 @@ func init() {
 			Name:    "new",
 			Params:  "opts?: {name?: string, subnet?: string, dhcp?: boolean, nat?: boolean, pcap?: boolean, static?: table<string, string>, dns?: string[], dns_upstream?: string}",
 			Returns: "vmscript.LAN",
-			Doc:     "Start a LAN (default 10.0.3.0/24, dhcp and nat on, pcap off); join VMs with qemu.start{net = lan} or nics = {lan, \"user\"}.",
+			Doc:     "Start a LAN (default 10.0.3.0/24, dhcp and nat on, pcap off; a /24 leases .100–.254, and a full pool reclaims the address of a VM that left); join VMs with qemu.start{net = lan} or nics = {lan, \"user\"}.",
 			Fn:      func(h *Host, L *lua.LState) int { return h.newLAN(L) },
 		}},
 	})
