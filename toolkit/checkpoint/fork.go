@@ -284,13 +284,15 @@ func (c *Checkpoint) ForkNamed(ctx context.Context, names []string, opt ForkOpti
 //   - a link that systemd-networkd manages needs nothing more: networkd
 //     stops its DHCP client when the hardware address changes and starts it
 //     afresh when the link comes back up;
-//   - a udhcpc already running for iface is killed (SIGKILL, so that it
-//     sends no RELEASE: that would name the checkpoint's MAC and lease and
-//     free the original VM's address) and started again with the same
-//     arguments and standard output; a fresh udhcpc reads the new MAC.
-//     Signals are not enough: SIGUSR1 renews from the old lease, and two of
-//     them can merge in the kernel;
-//   - otherwise a one-shot `udhcpc -n -q`, then dhclient.
+//   - a busybox udhcpc running for iface (-i IFACE, --interface=IFACE, or
+//     no -i at all for eth0) is killed before the change with SIGKILL, so
+//     that it sends no RELEASE (that would name the checkpoint's MAC and
+//     free the original VM's address) and renews nothing in between, then
+//     started again with the same arguments, its output appended where its
+//     standard output went; a fresh udhcpc reads the new MAC. SIGUSR1 is not
+//     enough: it renews the old lease, and two of them can merge;
+//   - otherwise a one-shot `udhcpc -n -q`, then dhclient. A dhclient
+//     already running keeps the old MAC's lease: not handled.
 //
 // networkd is deliberately not poked over D-Bus. `networkctl renew` that
 // lands between its OFFER and its REQUEST (systemd 252) moves the client to
@@ -305,15 +307,20 @@ func MACCommand(iface, mac string) string {
 		"ip link set dev " + q + " address " + shellQuote(mac),
 		"ip link set dev " + q + " up",
 	}, " && ")
-	// In a subshell, so that its variables stay out of the user's shell;
-	// the restarted udhcpc is started from a subshell of its own so that
-	// an interactive shell reports no job for it.
-	dhcp := "( found=; for p in $(pidof udhcpc 2>/dev/null); do " +
-		"args=$(tr '\\0' ' ' </proc/$p/cmdline 2>/dev/null); " +
-		"echo \" $args \" | grep -qwF -e " + q + " || continue; " +
-		"out=$(readlink /proc/$p/fd/1 2>/dev/null); case \"$out\" in /*) ;; *) out=/dev/null ;; esac; " +
-		"kill -9 $p && found=1 && ( set -f; set -- $args; \"$@\" </dev/null >>\"$out\" 2>&1 & ); done; " +
-		"[ -n \"$found\" ] || udhcpc -n -q -i " + q + " 2>/dev/null || dhclient " + q + " 2>/dev/null || true )"
-	return "if networkctl list --no-legend " + q + " 2>/dev/null | grep -qv unmanaged; then " + change +
-		"; else " + change + " && " + dhcp + "; fi"
+	// The udhcpc's arguments are kept \001-separated, so that arguments
+	// with spaces survive the restart; everything runs in a subshell so
+	// that no variable or option reaches the user's shell, and the restart
+	// in one of its own so that an interactive shell reports no job.
+	dhcp := "( a=; out=/dev/null; for p in $(pidof udhcpc 2>/dev/null); do " +
+		"c=$(tr '\\0' '\\001' </proc/$p/cmdline 2>/dev/null) || continue; " +
+		"case \" $(printf %s \"$c\" | tr '\\001' ' ') \" in " +
+		"*\" -i \"" + q + "\" \"*|*\" -i\"" + q + "\" \"*|*\" --interface=\"" + q + "\" \"*|*\" --interface \"" + q + "\" \"*) ;; " +
+		"*\" -i\"*|*\" --interface\"*) continue ;; " +
+		"*) [ " + q + " = eth0 ] || continue ;; esac; " +
+		"o=$(readlink /proc/$p/fd/1 2>/dev/null); case \"$o\" in *\" (deleted)\") ;; /*) out=$o ;; esac; " +
+		"kill -9 $p && a=$c; break; done; " +
+		change + "; rc=$?; " +
+		"if [ -n \"$a\" ]; then ( set -f; IFS=$(printf '\\001'); set -- $a; \"$@\" </dev/null >>\"$out\" 2>&1 & ); " +
+		"elif [ $rc -eq 0 ]; then udhcpc -n -q -i " + q + " 2>/dev/null || dhclient " + q + " 2>/dev/null || true; fi; exit $rc )"
+	return "if networkctl list --no-legend " + q + " 2>/dev/null | grep -qv unmanaged; then " + change + "; else " + dhcp + "; fi"
 }

@@ -88,41 +88,65 @@ func TestReserveNames(t *testing.T) {
 // pidof, udhcpc and dhclient that log their arguments: networkd's links get
 // the MAC change only (no D-Bus call that could race its DHCP client), a
 // udhcpc running for the link is killed and started again with its
-// arguments, other links get a one-shot DHCP client, and a failed MAC
-// change fails the command.
+// arguments (spaces kept), one for another link is left alone, other links
+// get a one-shot DHCP client, and a failed MAC change fails the command.
+// The interface is one no host has (but for the eth0 default case), and a
+// busybox sh is refused: it would run its own ip applet, not the fake.
 func TestMACCommand(t *testing.T) {
 	tools := map[string]string{}
-	for _, name := range []string{"sh", "grep", "tr", "sleep", "readlink"} {
+	for _, name := range []string{"sh", "grep", "tr", "sleep", "readlink", "printf"} {
 		path, err := exec.LookPath(name)
 		if err != nil {
 			t.Skipf("no %s", name)
 		}
 		tools[name] = path
 	}
-	const change = "ip link set dev eth0 down|ip link set dev eth0 address 52:54:00:01:02:03|ip link set dev eth0 up"
+	if real, err := filepath.EvalSymlinks(tools["sh"]); err != nil || strings.Contains(filepath.Base(real), "busybox") {
+		t.Skipf("sh is %s: busybox runs its applets, not the fakes", real)
+	}
+	change := func(iface string) string {
+		return "ip link set dev " + iface + " down|ip link set dev " + iface + " address 52:54:00:01:02:03|ip link set dev " + iface + " up"
+	}
+	const nic = "vmstest0"
 	cases := []struct {
 		name       string
+		iface      string
 		networkctl string // its output for "list --no-legend IFACE"; "" = not installed
 		ipFails    bool
-		udhcpc     bool   // udhcpc installed
-		running    string // the interface a running "udhcpc" serves; "" = none runs
+		udhcpc     bool     // udhcpc installed
+		daemon     []string // the arguments of a running "udhcpc"; nil = none runs
+		restarted  bool     // the daemon is killed and started again
 		wantCode   int
 		wantCalls  string
 	}{
-		{name: "networkd", networkctl: "  2 eth0 ether routable configured", udhcpc: true,
-			wantCalls: "networkctl list --no-legend eth0|" + change},
-		{name: "unmanaged by networkd", networkctl: "  2 eth0 ether off unmanaged", udhcpc: true,
-			wantCalls: "networkctl list --no-legend eth0|" + change + "|pidof udhcpc|udhcpc -n -q -i eth0"},
-		{name: "udhcpc running for eth0", udhcpc: true, running: "eth0",
-			wantCalls: change + "|pidof udhcpc|started -i eth0"},
-		{name: "udhcpc running for eth1", udhcpc: true, running: "eth1",
-			wantCalls: change + "|pidof udhcpc|udhcpc -n -q -i eth0"},
+		{name: "networkd", networkctl: "  2 " + nic + " ether routable configured", udhcpc: true,
+			wantCalls: "networkctl list --no-legend " + nic + "|" + change(nic)},
+		{name: "unmanaged by networkd", networkctl: "  2 " + nic + " ether off unmanaged", udhcpc: true,
+			wantCalls: "networkctl list --no-legend " + nic + "|pidof udhcpc|" + change(nic) + "|udhcpc -n -q -i " + nic},
+		{name: "udhcpc -i IFACE", udhcpc: true, daemon: []string{"-i", nic, "-x", "hostname:a b"}, restarted: true,
+			wantCalls: "pidof udhcpc|" + change(nic) + "|started 4: -i " + nic + " -x hostname:a b"},
+		{name: "udhcpc -iIFACE", udhcpc: true, daemon: []string{"-b", "-i" + nic}, restarted: true,
+			wantCalls: "pidof udhcpc|" + change(nic) + "|started 2: -b -i" + nic},
+		{name: "udhcpc --interface=IFACE", udhcpc: true, daemon: []string{"--interface=" + nic}, restarted: true,
+			wantCalls: "pidof udhcpc|" + change(nic) + "|started 1: --interface=" + nic},
+		{name: "udhcpc without -i serves eth0", iface: "eth0", udhcpc: true, daemon: []string{"-b"}, restarted: true,
+			wantCalls: "pidof udhcpc|" + change("eth0") + "|started 1: -b"},
+		{name: "udhcpc of a VLAN on IFACE", udhcpc: true, daemon: []string{"-i", nic + ".100", "-p", "/run/" + nic + ".pid"},
+			wantCalls: "pidof udhcpc|" + change(nic) + "|udhcpc -n -q -i " + nic},
+		{name: "udhcpc without -i, IFACE not eth0", udhcpc: true, daemon: []string{"-b"},
+			wantCalls: "pidof udhcpc|" + change(nic) + "|udhcpc -n -q -i " + nic},
 		{name: "no networkctl, no udhcpc",
-			wantCalls: change + "|pidof udhcpc|dhclient eth0"},
-		{name: "ip fails", ipFails: true, udhcpc: true, wantCode: 1, wantCalls: "ip link set dev eth0 down"},
+			wantCalls: "pidof udhcpc|" + change(nic) + "|dhclient " + nic},
+		{name: "ip fails", ipFails: true, udhcpc: true, wantCode: 1, wantCalls: "pidof udhcpc|ip link set dev " + nic + " down"},
+		{name: "ip fails, udhcpc restarted all the same", ipFails: true, udhcpc: true, daemon: []string{"-i", nic}, restarted: true, wantCode: 1,
+			wantCalls: "pidof udhcpc|ip link set dev " + nic + " down|started 2: -i " + nic},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			iface := c.iface
+			if iface == "" {
+				iface = nic
+			}
 			bin := t.TempDir()
 			calls := filepath.Join(bin, "calls")
 			fake := func(name, body string) {
@@ -152,18 +176,18 @@ func TestMACCommand(t *testing.T) {
 			fake("dhclient", "exit 0")
 			pid := ""
 			exited := make(chan struct{})
-			if c.running != "" {
-				// A stand-in daemon whose command line names the interface
-				// like "udhcpc -i eth0" (so it must not exec); each start
-				// logs its arguments, and its PIDs for the cleanup: the
-				// command restarts it.
+			if c.daemon != nil {
+				// A stand-in daemon with udhcpc's arguments (so it must
+				// not exec: its command line is what the command reads);
+				// each start logs its argument count and arguments, and
+				// its PIDs for the cleanup: the command restarts it.
 				daemon := filepath.Join(bin, "daemon")
 				pids := filepath.Join(bin, "pids")
-				body := "#!" + tools["sh"] + "\necho \"started $*\" >> " + calls + "\nsleep 60 &\necho $$ $! >> " + pids + "\nwait\n"
+				body := "#!" + tools["sh"] + "\necho \"started $#: $*\" >> " + calls + "\nsleep 60 &\necho $$ $! >> " + pids + "\nwait\n"
 				if err := os.WriteFile(daemon, []byte(body), 0o755); err != nil {
 					t.Fatal(err)
 				}
-				d := exec.Command(daemon, "-i", c.running)
+				d := exec.Command(daemon, c.daemon...)
 				if err := d.Start(); err != nil {
 					t.Fatal(err)
 				}
@@ -177,11 +201,11 @@ func TestMACCommand(t *testing.T) {
 					}
 				})
 				pid = strconv.Itoa(d.Process.Pid)
-				waitFor(t, calls, "started -i "+c.running)
+				waitFor(t, calls, "started ")
 				os.Remove(calls)
 			}
 			fake("pidof", "echo "+pid)
-			cmd := exec.Command(tools["sh"], "-c", MACCommand("eth0", "52:54:00:01:02:03"))
+			cmd := exec.Command(tools["sh"], "-c", MACCommand(iface, "52:54:00:01:02:03"))
 			cmd.Env = append(os.Environ(), "PATH="+bin)
 			err := cmd.Run()
 			code := 0
@@ -199,15 +223,14 @@ func TestMACCommand(t *testing.T) {
 					break
 				}
 			}
-			if c.running != "" {
-				restarted := strings.HasSuffix(c.wantCalls, "started -i "+c.running)
+			if c.daemon != nil {
 				select {
 				case <-exited:
-					if !restarted {
+					if !c.restarted {
 						t.Error("the udhcpc of another interface was killed")
 					}
 				case <-time.After(time.Second):
-					if restarted {
+					if c.restarted {
 						t.Error("the running udhcpc was not killed")
 					}
 				}

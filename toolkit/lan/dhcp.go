@@ -503,7 +503,7 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	out := Event{Dir: "out", MAC: mac, XID: in.XID, Hostname: in.Hostname}
 	switch in.Type {
 	case Discover:
-		ip, why, reclaimed := d.offer(mac, requested(m), d.lan.attachedMACs())
+		ip, why, reclaimed := d.offer(mac, requested(m), d.lan.presentMACs)
 		if !ip.IsValid() {
 			in.Note = "not answered: " + why
 			d.record(in)
@@ -633,10 +633,11 @@ func (d *DHCP) inPool(ip netip.Addr) bool {
 
 // offer picks mac's address: its static one, its binding, the one it asks
 // for when free, else the lowest free one in the pool. When the pool is
-// full, the lowest address bound to a MAC that is not on the switch
-// (attached) any more is reclaimed — a script that quits many forks must
-// not run the pool dry — and reclaimed names that MAC.
-func (d *DHCP) offer(mac string, want netip.Addr, attached map[string]bool) (ip netip.Addr, why, reclaimed string) {
+// full, the lowest address bound to a MAC that is not on the switch any
+// more (present, asked only then) is reclaimed — a script that quits many
+// forks must not run the pool dry — and reclaimed names that MAC. (The
+// switch's lock is never held while d.mu is taken, so present may lock it.)
+func (d *DHCP) offer(mac string, want netip.Addr, present func() map[string]bool) (ip netip.Addr, why, reclaimed string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if ip, ok := d.statics[mac]; ok {
@@ -660,9 +661,10 @@ func (d *DHCP) offer(mac string, want netip.Addr, attached map[string]bool) (ip 
 		}
 	}
 	if !ip.IsValid() {
+		on := present()
 		for a := d.poolFirst; a.Compare(d.poolLast) <= 0; a = a.Next() {
 			o := d.owners[a]
-			if _, static := d.statics[o]; static || d.declined[a] || attached[o] {
+			if _, static := d.statics[o]; static || d.declined[a] || on[o] {
 				continue
 			}
 			delete(d.bindings, o)

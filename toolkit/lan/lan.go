@@ -425,15 +425,15 @@ func (l *LAN) Attach(name, mac string) (*os.File, *Port, error) {
 	return theirs, p, nil
 }
 
-// attachedMACs returns the MAC addresses of the ports on the switch.
-func (l *LAN) attachedMACs() map[string]bool {
+// presentMACs returns the MAC addresses on the switch: its ports' own and
+// those learned from frames (a restored fork sends from the checkpoint's
+// MAC until it is renewed). A port that leaves takes both with it.
+func (l *LAN) presentMACs() map[string]bool {
 	l.sw.mu.RLock()
 	defer l.sw.mu.RUnlock()
-	macs := make(map[string]bool, len(l.sw.ports))
-	for p := range l.sw.ports {
-		if p.mac != nil {
-			macs[p.mac.String()] = true
-		}
+	macs := make(map[string]bool, len(l.sw.table))
+	for mac := range l.sw.table {
+		macs[net.HardwareAddr(mac[:]).String()] = true
 	}
 	return macs
 }

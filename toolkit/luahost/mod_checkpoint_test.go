@@ -131,7 +131,7 @@ func TestE2ELuaForkRenewLeaseMini(t *testing.T) {
 		-- and carries the fork's console
 		l.dhcp:pause()
 		local g = cp:fork{name = "g", net = l}
-		local ok, e = pcall(g.renew_lease, g, {timeout = "3s"})
+		local ok, e = pcall(g.renew_lease, g, {timeout = "15s"})
 		print(ok, e.kind, e.message:match("^vm:renew_lease: lan \"lan\": no DHCP lease for " .. g.mac .. " after [%d.]+s: DISCOVER only") ~= nil,
 			e.vm, type(e.tail) == "table" and #e.tail > 0)
 		g:quit()
