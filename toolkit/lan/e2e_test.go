@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -324,7 +325,7 @@ func TestE2EIPXE(t *testing.T) {
 	}
 	defer l.Close()
 	t0 := time.Now()
-	vm := boot(t, ctx, l, run, qemu.Config{Name: "ipxe", Memory: "256M", ISO: iso, Boot: "d"})
+	vm := boot(t, ctx, l, run, qemu.Config{Name: "ipxe", Memory: "256M", ISO: iso, Boot: "d", SerialBIOS: true})
 	lease, err := l.DHCP().WaitLease(ctx, vm.VM.MAC())
 	if err != nil {
 		t.Fatal(err)
@@ -336,4 +337,12 @@ func TestE2EIPXE(t *testing.T) {
 	t.Logf("iPXE: first DISCOVER %v after start, lease %s after %v, DISCOVER→ACK %v",
 		evs[0].At.Sub(t0).Round(time.Millisecond), lease.IP, time.Since(t0).Round(time.Millisecond),
 		lease.At.Sub(evs[0].At).Round(time.Millisecond))
+	// iPXE's configuration ends with its IPv6 one, which the LAN's router
+	// advert answers (without it, ~13 s of router solicitations).
+	expect(t, ctx, vm, `Configuring \(net0 [0-9a-f:]+\)\.* ok`, time.Minute)
+	t.Logf("iPXE: configured %v after its lease", time.Since(lease.At).Round(time.Millisecond))
+	b, err := os.ReadFile(filepath.Join(run.Dir(), "timeline.jsonl"))
+	if err != nil || !strings.Contains(string(b), `"kind":"router-advert","fields":{"port":"ipxe"`) {
+		t.Fatalf("no router advert to ipxe in the timeline (%v)", err)
+	}
 }

@@ -231,6 +231,9 @@ func (s *lanSwitch) ingress(src *Port, frame []byte) {
 		return
 	}
 	s.lan.capture(frame)
+	if src.conn != nil {
+		s.lan.answerRouterSolicitation(src, frame)
+	}
 	var dst, from [6]byte
 	copy(dst[:], frame[0:6])
 	copy(from[:], frame[6:12])
