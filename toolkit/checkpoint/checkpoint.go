@@ -354,16 +354,21 @@ func migrate(ctx context.Context, vm *qemu.VM, path string, useFile bool) error 
 	if useFile {
 		uri = "file:" + part
 	}
+	// A QMP timeout can come a moment before ctx reports its deadline.
+	timedOut := func(err error) bool { return ctx.Err() != nil || vmerr.Is(err, vmerr.Timeout) }
 	if _, err := vm.QMP(ctx, "migrate", map[string]any{"uri": uri}); err != nil {
 		if vmerr.Is(err, vmerr.Refused) {
 			return refused(vm.Name(), strings.TrimPrefix(err.Error(), "qemu: "))
+		}
+		if timedOut(err) {
+			return migrateTimeout(vm, ctx)
 		}
 		return err
 	}
 	for {
 		info, err := queryMigrate(ctx, vm)
 		if err != nil {
-			if ctx.Err() != nil {
+			if timedOut(err) {
 				return migrateTimeout(vm, ctx)
 			}
 			return err
@@ -405,7 +410,11 @@ func migrateTimeout(vm *qemu.VM, ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
 		kind = vmerr.Cancelled
 	}
-	return vmerr.Wrap(kind, ctx.Err(), "checkpoint: saving the state of %s did not finish in time (migration cancelled)", vm.Name()).With("vm", vm.Name())
+	cause := ctx.Err()
+	if cause == nil {
+		cause = context.DeadlineExceeded // the QMP socket's deadline came first
+	}
+	return vmerr.Wrap(kind, cause, "checkpoint: saving the state of %s did not finish in time (migration cancelled)", vm.Name()).With("vm", vm.Name())
 }
 
 // waitFile waits for the exec: channel's "mv" to publish path: QEMU reports

@@ -297,8 +297,15 @@ func (c *Client) Command(ctx context.Context, cmd string, args any) (json.RawMes
 	data = append(data, '\n')
 	if err := c.write(ctx, data); err != nil {
 		forget()
-		if ctx.Err() != nil {
-			return nil, vmerr.Wrap(vmerr.Timeout, ctx.Err(), "qmp %s: sending", cmd).With("command", cmd)
+		// The socket's write deadline is the context's, and its timer can
+		// fire a moment before the context's own: an i/o timeout is the
+		// deadline too.
+		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			kind := vmerr.Timeout
+			if errors.Is(ctx.Err(), context.Canceled) {
+				kind = vmerr.Cancelled
+			}
+			return nil, vmerr.Wrap(kind, err, "qmp %s: sending", cmd).With("command", cmd)
 		}
 		if e := c.Err(); e != nil {
 			err = e

@@ -345,3 +345,28 @@ func TestQMPNoGreeting(t *testing.T) {
 		t.Errorf("silent server: %v", err)
 	}
 }
+
+// lateCtx has a deadline that has passed but does not know it yet: a
+// context whose timer fires a moment after the socket's write deadline.
+type lateCtx struct{ context.Context }
+
+func (lateCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// TestQMPSendDeadlineIsTimeout: a write that fails on the socket's deadline
+// before the context reports it is a timeout, not a dead QEMU (the
+// checkpoint timeout test once got "sending: … i/o timeout" as kind exited).
+func TestQMPSendDeadlineIsTimeout(t *testing.T) {
+	c := startFake(t, nil, func(f *fakeQMP) {
+		for {
+			r, err := f.recv()
+			if err != nil {
+				return
+			}
+			f.reply(r, `"ok"`)
+		}
+	})
+	_, err := c.Command(lateCtx{context.Background()}, "late", nil)
+	if !vmerr.Is(err, vmerr.Timeout) || !strings.Contains(err.Error(), "qmp late: sending") {
+		t.Fatalf("got %v, want a timeout while sending", err)
+	}
+}
