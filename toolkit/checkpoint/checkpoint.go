@@ -34,7 +34,6 @@ package checkpoint
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -406,10 +405,7 @@ func migrateTimeout(vm *qemu.VM, ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	vm.QMP(cctx, "migrate_cancel", nil)
-	kind := vmerr.Timeout
-	if errors.Is(ctx.Err(), context.Canceled) {
-		kind = vmerr.Cancelled
-	}
+	kind := vmerr.DoneKind(ctx)
 	cause := ctx.Err()
 	if cause == nil {
 		cause = context.DeadlineExceeded // the QMP socket's deadline came first

@@ -2,7 +2,6 @@ package lan
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -345,10 +344,7 @@ func (d *DHCP) WaitLease(ctx context.Context, mac string) (Lease, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			kind := vmerr.Timeout
-			if errors.Is(ctx.Err(), context.Canceled) {
-				kind = vmerr.Cancelled
-			}
+			kind := vmerr.DoneKind(ctx)
 			evs := d.Events(m)
 			seen := describeSeen(evs, d.lan.cfg.DHCP)
 			lines := make([]string, len(evs))

@@ -117,10 +117,7 @@ func waitGuestAddress(ctx context.Context, sh *shell.Shell, iface, ip string) er
 		}
 		select {
 		case <-ctx.Done():
-			kind := vmerr.Timeout
-			if errors.Is(ctx.Err(), context.Canceled) {
-				kind = vmerr.Cancelled
-			}
+			kind := vmerr.DoneKind(ctx)
 			return vmerr.New(kind, "the LAN leased %s, but the guest's %s did not carry it %.1fs after the ACK (last `%s`: %q)",
 				ip, iface, time.Since(t0).Seconds(), cmd, last).With("ip", ip).With("iface", iface)
 		case <-time.After(guestAddressPoll):

@@ -301,10 +301,7 @@ func (c *Client) Command(ctx context.Context, cmd string, args any) (json.RawMes
 		// fire a moment before the context's own: an i/o timeout is the
 		// deadline too.
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			kind := vmerr.Timeout
-			if errors.Is(ctx.Err(), context.Canceled) {
-				kind = vmerr.Cancelled
-			}
+			kind := vmerr.DoneKind(ctx)
 			return nil, vmerr.Wrap(kind, err, "qmp %s: sending", cmd).With("command", cmd)
 		}
 		if e := c.Err(); e != nil {
@@ -326,10 +323,7 @@ func (c *Client) Command(ctx context.Context, cmd string, args any) (json.RawMes
 		return r.ret, nil
 	case <-ctx.Done():
 		forget()
-		kind := vmerr.Timeout
-		if errors.Is(ctx.Err(), context.Canceled) {
-			kind = vmerr.Cancelled
-		}
+		kind := vmerr.DoneKind(ctx)
 		return nil, vmerr.Wrap(kind, ctx.Err(), "qmp %s: no reply", cmd).With("command", cmd)
 	}
 }
@@ -395,10 +389,7 @@ func (c *Client) WaitEvent(ctx context.Context, name string, match func(json.Raw
 		select {
 		case <-notify:
 		case <-ctx.Done():
-			kind := vmerr.Timeout
-			if errors.Is(ctx.Err(), context.Canceled) {
-				kind = vmerr.Cancelled
-			}
+			kind := vmerr.DoneKind(ctx)
 			return Event{}, vmerr.Wrap(kind, ctx.Err(), "qmp: waiting for event %s", name).With("event", name)
 		}
 	}

@@ -803,10 +803,7 @@ func (v *VM) Wait(ctx context.Context) (ExitStatus, error) {
 	case <-v.exited:
 		return v.status, nil
 	case <-ctx.Done():
-		kind := vmerr.Timeout
-		if errors.Is(ctx.Err(), context.Canceled) {
-			kind = vmerr.Cancelled
-		}
+		kind := vmerr.DoneKind(ctx)
 		return ExitStatus{}, vmerr.Wrap(kind, ctx.Err(), "qemu: waiting for %s to exit", v.name).With("vm", v.name)
 	}
 }

@@ -302,10 +302,7 @@ func (c *Client) waitConn(ctx context.Context) (*gossh.Client, int, time.Time, e
 
 func (c *Client) waitTimeout(ctx context.Context, start time.Time, attempts int, last error) *vmerr.Error {
 	waited := time.Since(start)
-	kind := vmerr.Timeout
-	if errors.Is(ctx.Err(), context.Canceled) {
-		kind = vmerr.Cancelled
-	}
+	kind := vmerr.DoneKind(ctx)
 	lastMsg := "none"
 	if last != nil {
 		lastMsg = last.Error()

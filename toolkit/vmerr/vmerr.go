@@ -7,6 +7,7 @@
 package vmerr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -109,3 +110,14 @@ func KindOf(err error) string {
 
 // Is reports whether err is an *Error of the given kind.
 func Is(err error, kind string) bool { return KindOf(err) == kind }
+
+// DoneKind is the kind of an error for a wait that ended because ctx is
+// done: Cancelled when it was cancelled, otherwise Timeout (its deadline
+// passed, or a socket deadline set from it fired a moment before ctx's own
+// timer).
+func DoneKind(ctx context.Context) string {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return Cancelled
+	}
+	return Timeout
+}

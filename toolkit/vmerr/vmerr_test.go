@@ -1,0 +1,28 @@
+package vmerr
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestDoneKind(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithTimeout(context.Background(), -time.Second)
+	defer cancel2()
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+		want string
+	}{
+		{"cancelled", cancelled, Cancelled},
+		{"deadline passed", expired, Timeout},
+		// A socket deadline that fired before the context noticed.
+		{"not done yet", context.Background(), Timeout},
+	} {
+		if got := DoneKind(c.ctx); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}
