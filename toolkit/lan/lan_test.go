@@ -531,14 +531,13 @@ func TestPoolReclaimsLeftMACs(t *testing.T) {
 	disc, _ := dhcpv4.NewDiscovery(late.mac)
 	late.sendDHCP(disc)
 	// The refusal is logged when the DISCOVER is handled.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	refused := func() bool {
 		evs := l.DHCP().Events("52:54:00:00:09:10")
-		if len(evs) == 1 && strings.Contains(evs[0].Note, "pool exhausted") {
-			break
-		}
-		if len(evs) > 1 || time.Now().After(deadline) {
-			t.Fatalf("events of the DISCOVER to a full pool: %+v", evs)
-		}
+		return len(evs) > 0 && strings.Contains(evs[len(evs)-1].Note, "pool exhausted")
+	}
+	eventually(t, "the DISCOVER to a full pool is refused", refused)
+	if evs := l.DHCP().Events("52:54:00:00:09:10"); len(evs) != 1 {
+		t.Fatalf("events of the DISCOVER to a full pool: %+v", evs)
 	}
 
 	// vm1 (.3) and vm2 (.4) leave, but a fork restored from vm1 still
@@ -546,22 +545,13 @@ func TestPoolReclaimsLeftMACs(t *testing.T) {
 	for _, i := range []int{2, 1} {
 		nics[i].conn.Close()
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually(t, "vm1 and vm2 leave the switch", func() bool {
 		on := l.presentMACs()
-		if !on["52:54:00:00:09:01"] && !on["52:54:00:00:09:02"] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ports still attached: %v", on)
-		}
-	}
+		return !on["52:54:00:00:09:01"] && !on["52:54:00:00:09:02"]
+	})
 	fork := attachFake(t, l, "fork", "52:54:00:00:09:20")
 	fork.send(arpFrame(nics[1].mac, 1, netip.MustParseAddr("10.0.9.3"), netip.MustParseAddr("10.0.9.1")))
-	for deadline := time.Now().Add(5 * time.Second); !l.presentMACs()["52:54:00:00:09:01"]; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the switch never learned the fork's old MAC")
-		}
-	}
+	eventually(t, "the switch learns the fork's old MAC", func() bool { return l.presentMACs()["52:54:00:00:09:01"] })
 	offer, ack := late.lease(ctx, "")
 	if got := offer.YourIPAddr.String(); got != "10.0.9.4" || ack.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("offer %s, %s", got, ack.MessageType())
@@ -656,6 +646,17 @@ func TestRouterAdvert(t *testing.T) {
 		}
 		if _, done, _ := it.Next(); !done {
 			t.Fatalf("from %s: more than one option", c.src)
+		}
+	}
+}
+
+// eventually polls cond for up to 10 s and fails the test naming what was
+// awaited.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
 		}
 	}
 }
