@@ -58,10 +58,19 @@ func (h *Host) renewLease(L *lua.LState) int {
 			h.Raise(L, err)
 		}
 	}
+	// A failure below names the call, the VM and its console tail.
+	fail := func(err error) {
+		var ve *vmerr.Error
+		if errors.As(err, &ve) {
+			ve.Message = fn + ": " + ve.Message
+			ve.With("vm", v.m.VM.Name()).With("tail", v.m.Console.Tail(console.TailLines))
+		}
+		h.Raise(L, err)
+	}
 	if iface == "" {
 		var err error
 		if iface, err = guestEtherLink(ctx, sh); err != nil {
-			h.Raise(L, vmerr.Wrap(vmerr.KindOf(err), err, "%s", fn).With("vm", v.m.VM.Name()))
+			fail(err)
 		}
 	}
 	cmd := checkpoint.MACCommand(iface, port.mac)
@@ -72,15 +81,6 @@ func (h *Host) renewLease(L *lua.LState) int {
 	if r.Code != 0 {
 		h.Raise(L, vmerr.New(vmerr.Refused, "%s: setting %s's MAC to %s in the guest failed (exit %d): %s", fn, iface, port.mac, r.Code, strings.TrimSpace(r.Output)).
 			With("vm", v.m.VM.Name()).With("command", cmd).With("output", r.Output))
-	}
-	// The waits below fail with the guest's side of the story too.
-	fail := func(err error) {
-		var ve *vmerr.Error
-		if errors.As(err, &ve) {
-			ve.Message = fn + ": " + ve.Message
-			ve.With("vm", v.m.VM.Name()).With("tail", v.m.Console.Tail(console.TailLines))
-		}
-		h.Raise(L, err)
 	}
 	lease, err := port.l.DHCP().WaitLease(ctx, port.mac)
 	if err != nil {
