@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 )
 
 // SystemdAppend is the default kernel command line of the systemd image's
@@ -96,9 +98,6 @@ func debianCodename() (string, error) {
 	}
 	return "", fmt.Errorf("/etc/os-release: no VERSION_CODENAME")
 }
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // writeEmbeddedTree copies files/<src> from the embedded files into dst;
 // scripts (generators, bin, sbin) get mode 0755.
@@ -218,7 +217,7 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
 		"--dpkgopt=path-exclude=/usr/share/locale/*",
 		"--dpkgopt=path-include=/usr/share/locale/locale.alias",
-		"--customize-hook=sh " + shellQuote(script) + ` "$1" ` + shellQuote(b.work),
+		"--customize-hook=sh " + shellquote.Quote(script) + ` "$1" ` + shellquote.Quote(b.work),
 		codename, tarPath,
 	}
 	if _, err := (tool{ctx: ctx, log: b.log(), dir: b.work, logOut: true}).run("mmdebstrap", args...); err != nil {

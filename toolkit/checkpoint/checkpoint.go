@@ -47,6 +47,7 @@ import (
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -339,9 +340,6 @@ func supportsFileURI(ctx context.Context, vm *qemu.VM) (bool, error) {
 // fileURIVersion reports whether QEMU major.minor knows "file:" migration.
 func fileURIVersion(major, minor int) bool { return major > 8 || major == 8 && minor >= 2 }
 
-// shellQuote quotes s for /bin/sh.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
 // migrate saves the device state of the paused vm to path and waits for
 // the file to be complete.
 func migrate(ctx context.Context, vm *qemu.VM, path string, useFile bool) error {
@@ -349,7 +347,7 @@ func migrate(ctx context.Context, vm *qemu.VM, path string, useFile bool) error 
 		return err
 	}
 	part := path + ".part"
-	uri := "exec:cat > " + shellQuote(part) + " && mv " + shellQuote(part) + " " + shellQuote(path)
+	uri := "exec:cat > " + shellquote.Quote(part) + " && mv " + shellquote.Quote(part) + " " + shellquote.Quote(path)
 	if useFile {
 		uri = "file:" + part
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -208,7 +209,7 @@ func (c *Checkpoint) forkConfig(ctx context.Context, opt ForkOptions) (qemu.Conf
 		}
 		cfg.Disks = disks
 	}
-	src := "exec:cat " + shellQuote(c.state)
+	src := "exec:cat " + shellquote.Quote(c.state)
 	if c.useFile {
 		src = "file:" + c.state
 	}
@@ -301,10 +302,10 @@ func (c *Checkpoint) ForkNamed(ctx context.Context, names []string, opt ForkOpti
 // ACK releases the fresh lease and starts over, after the host already saw
 // it. Whether networkd manages the link is asked before the change.
 func MACCommand(iface, mac string) string {
-	q := shellQuote(iface)
+	q := shellquote.Quote(iface)
 	change := strings.Join([]string{
 		"ip link set dev " + q + " down",
-		"ip link set dev " + q + " address " + shellQuote(mac),
+		"ip link set dev " + q + " address " + shellquote.Quote(mac),
 		"ip link set dev " + q + " up",
 	}, " && ")
 	// The udhcpc's arguments are kept \001-separated, so that arguments

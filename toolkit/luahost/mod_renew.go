@@ -10,7 +10,7 @@ import (
 	"github.com/vmscript/vmscript/toolkit/checkpoint"
 	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/shell"
-	"github.com/vmscript/vmscript/toolkit/ssh"
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
 )
@@ -102,7 +102,7 @@ const guestAddressPoll = 250 * time.Millisecond
 // half of a lease, the guest's client must also configure the address
 // (and a client that starts over after the ACK would show here).
 func waitGuestAddress(ctx context.Context, sh *shell.Shell, iface, ip string) error {
-	cmd := "ip -4 -o addr show dev " + ssh.ShellQuote(iface)
+	cmd := "ip -4 -o addr show dev " + shellquote.Quote(iface)
 	t0 := time.Now()
 	var last string
 	for {

@@ -549,23 +549,3 @@ func (c Config) Args() ([]string, error) {
 	a = append(a, c.QEMUArgs...)
 	return a, nil
 }
-
-// ShellQuote renders argv as one line a POSIX shell runs as the same command.
-func ShellQuote(argv []string) string {
-	var b strings.Builder
-	for i, s := range argv {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		if s != "" && strings.IndexFunc(s, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,+@%", r))
-		}) < 0 {
-			b.WriteString(s)
-			continue
-		}
-		b.WriteByte('\'')
-		b.WriteString(strings.ReplaceAll(s, "'", `'\''`))
-		b.WriteByte('\'')
-	}
-	return b.String()
-}

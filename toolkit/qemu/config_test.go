@@ -197,14 +197,6 @@ func TestParseKeys(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
-	got := ShellQuote([]string{"qemu", "-append", "console=ttyS0 quiet", "it's", "", "a,b=c"})
-	want := `qemu -append 'console=ttyS0 quiet' 'it'\''s' '' a,b=c`
-	if got != want {
-		t.Errorf("got  %s\nwant %s", got, want)
-	}
-}
-
 func TestMatchForwards(t *testing.T) {
 	text := "Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n" +
 		"  TCP[HOST_FORWARD]   8               * 44091       10.0.2.15    22     0     0\r\n" +

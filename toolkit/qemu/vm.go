@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -205,7 +206,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 
 	// The command line, for a person to rerun, and the stderr log.
 	var stderr *os.File
-	quoted := ShellQuote(argv)
+	quoted := shellquote.Join(argv)
 	fields := map[string]any{
 		"argv": argv, "accel": v.accel.Accel, "accel_reason": v.accel.Reason,
 		"dir": cfg.Dir, "mac": cfg.MAC, "machine": cfg.Machine, "firmware": cfg.Firmware,

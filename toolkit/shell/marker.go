@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 )
 
 // The marker protocol.
@@ -141,16 +143,11 @@ func newCmdMarkers() *cmdMarkers {
 	return &cmdMarkers{nonce: n, begin: newMarker("{VS" + n + ":B}"), end: newMarker("{VS" + n + ":E###}")}
 }
 
-// quote returns s as one single-quoted shell word.
-func quote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // runLine is the line typed for cmd. The command runs in the shell itself
 // (eval), so cd and variables persist between commands.
 func (cm *cmdMarkers) runLine(cmd string) string {
 	return fmt.Sprintf(`printf '\173VS%%s:B\175\n' %s; eval %s; printf '\173VS%%s:E%%03d\175\n' %s "$?"`,
-		cm.nonce, quote(cmd), cm.nonce)
+		cm.nonce, shellquote.Quote(cmd), cm.nonce)
 }
 
 // readyLine prints the ready marker of nonce.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/console"
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -59,7 +60,7 @@ func (s *Shell) Sudo(ctx context.Context, cmd string, opt SudoOptions) (SudoResu
 	cm := newCmdMarkers()
 	prompt := newMarker("(%" + cm.nonce + "): ")
 	line := fmt.Sprintf(`printf '\173VS%%s:B\175\n' %s; sudo -k -p '[sudo] password for %%u (%%%%%s): ' -- sh -c %s; printf '\173VS%%s:E%%03d\175\n' %s "$?"`,
-		cm.nonce, cm.nonce, quote(cmd), cm.nonce)
+		cm.nonce, cm.nonce, shellquote.Quote(cmd), cm.nonce)
 	from := s.con.Mark()
 	if err := s.con.Send(ctx, line+"\r"); err != nil {
 		return SudoResult{Result: Result{Code: -1}}, withCmd(err, cmd, "")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -50,7 +51,7 @@ func (c *Client) Get(ctx context.Context, remote, local string) (int64, string, 
 		return copyCtx(ctx, tmp, f, func() { f.Close() })
 	}, func() (int64, error) {
 		cw := &countWriter{w: tmp}
-		res, err := c.Run(ctx, "cat -- "+ShellQuote(remote), RunOptions{Timeout: remaining(ctx), stdoutTo: cw})
+		res, err := c.Run(ctx, "cat -- "+shellquote.Quote(remote), RunOptions{Timeout: remaining(ctx), stdoutTo: cw})
 		if err != nil {
 			return cw.n, err
 		}
@@ -104,7 +105,7 @@ func (c *Client) Put(ctx context.Context, local, remote string) (int64, string, 
 			return 0, err
 		}
 		cr := &countReader{r: src}
-		res, err := c.Run(ctx, "cat > "+ShellQuote(remote), RunOptions{Stdin: cr, Timeout: remaining(ctx)})
+		res, err := c.Run(ctx, "cat > "+shellquote.Quote(remote), RunOptions{Stdin: cr, Timeout: remaining(ctx)})
 		if err != nil {
 			return 0, err
 		}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -321,7 +322,7 @@ func withEnv(cmd string, env map[string]string) (string, error) {
 	sort.Strings(names)
 	var b strings.Builder
 	for _, k := range names {
-		fmt.Fprintf(&b, "export %s=%s; ", k, ShellQuote(env[k]))
+		fmt.Fprintf(&b, "export %s=%s; ", k, shellquote.Quote(env[k]))
 	}
 	b.WriteString(cmd)
 	return b.String(), nil
