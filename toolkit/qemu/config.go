@@ -138,6 +138,9 @@ type Config struct {
 	// SerialLog, if set, is a file QEMU itself writes every serial byte to
 	// (chardev logfile=), a second safety net beside the console's log.
 	SerialLog string
+	// Devices add themselves to the command line after the fields above
+	// (see Device): a lab image's kernel, a netboot server's boot file.
+	Devices []Device
 	// QEMUArgs are appended to the command line as they are.
 	QEMUArgs []string
 	// Binary is the QEMU program; default qemu-system-x86_64.
@@ -274,17 +277,39 @@ func notFound(option, path string, err error) error {
 // names the option: an unknown value, an option that needs another
 // (initrd or append without kernel, forwards without user networking, a
 // boot order naming media that are not there), a missing file, a bad
-// memory size, or UEFI firmware that is not installed.
+// memory size, or UEFI firmware that is not installed. Devices are applied
+// as Start applies them, so what they ask for is checked too.
 func (c Config) Validate() error {
-	return c.withDefaults().validate(true)
+	_, err := c.withDefaults().plan(true)
+	return err
 }
 
+// validate checks the fields of a defaulted configuration, phase by phase;
+// the boot order is checked on the command line the devices leave (see
+// Builder.check).
 func (c Config) validate(checkBinary bool) error {
+	for _, phase := range []func() error{
+		c.validateMachine, c.validateFirmware, c.validateMedia, c.validateDisks,
+		c.validateNet, c.validateNICs, c.validateForwards, c.validateDir,
+	} {
+		if err := phase(); err != nil {
+			return err
+		}
+	}
+	if checkBinary {
+		if _, err := exec.LookPath(c.Binary); err != nil {
+			return notFound("binary", c.Binary, err)
+		}
+	}
+	return nil
+}
+
+// validateMachine checks the name and the virtual hardware.
+func (c Config) validateMachine() error {
 	if !nameRE.MatchString(c.Name) {
 		return usage("name", "%q: use letters, digits, '.', '_' and '-'", c.Name)
 	}
-	mib, err := ParseMemory(c.Memory)
-	if err != nil {
+	if _, err := ParseMemory(c.Memory); err != nil {
 		return usage("memory", "%v", err)
 	}
 	if c.CPUs < 1 || c.CPUs > 64 {
@@ -298,44 +323,44 @@ func (c Config) validate(checkBinary bool) error {
 	default:
 		return usage("accel", "%q: want auto, kvm or tcg", c.Accel)
 	}
+	return nil
+}
+
+// validateFirmware checks the firmware and, for UEFI, its files and memory.
+func (c Config) validateFirmware() error {
 	switch c.Firmware {
 	case "bios":
+		return nil
 	case "uefi":
-		if mib < 1024 {
-			return usage("memory", "%s is too little for firmware uefi: OVMF needs at least 1G (GRUB under OVMF fails with 256M)", c.Memory)
-		}
-		if c.SerialBIOS {
-			return usage("serial_bios", "works only with firmware bios (SeaBIOS), not uefi")
-		}
-		for _, f := range []struct{ opt, path string }{{"ovmf_code", c.OVMFCode}, {"ovmf_vars", c.OVMFVars}} {
-			if _, err := os.Stat(f.path); err != nil {
-				return vmerr.Wrap(vmerr.NotFound, err, "qemu: %s: firmware uefi needs %s (package ovmf)", f.opt, f.path).With("option", f.opt).With("path", f.path)
-			}
-		}
 	default:
 		return usage("firmware", "%q: want bios or uefi", c.Firmware)
 	}
+	if mib, _ := ParseMemory(c.Memory); mib < 1024 {
+		return usage("memory", "%s is too little for firmware uefi: OVMF needs at least 1G (GRUB under OVMF fails with 256M)", c.Memory)
+	}
+	if c.SerialBIOS {
+		return usage("serial_bios", "works only with firmware bios (SeaBIOS), not uefi")
+	}
+	for _, f := range []struct{ opt, path string }{{"ovmf_code", c.OVMFCode}, {"ovmf_vars", c.OVMFVars}} {
+		if _, err := os.Stat(f.path); err != nil {
+			return vmerr.Wrap(vmerr.NotFound, err, "qemu: %s: firmware uefi needs %s (package ovmf)", f.opt, f.path).With("option", f.opt).With("path", f.path)
+		}
+	}
+	return nil
+}
+
+// validateMedia checks the ISO and the directly booted kernel.
+func (c Config) validateMedia() error {
 	if c.ISO != "" {
 		if err := regularFile(c.ISO); err != nil {
 			return notFound("iso", c.ISO, err)
 		}
 	}
-	if c.Kernel != "" {
-		if err := regularFile(c.Kernel); err != nil {
-			return notFound("kernel", c.Kernel, err)
-		}
-	}
-	if c.Initrd != "" {
-		if c.Kernel == "" {
-			return usage("initrd", "needs kernel (an initrd is only loaded with a directly booted kernel)")
-		}
-		if err := regularFile(c.Initrd); err != nil {
-			return notFound("initrd", c.Initrd, err)
-		}
-	}
-	if c.Append != "" && c.Kernel == "" {
-		return usage("append", "needs kernel (the command line is only passed to a directly booted kernel)")
-	}
+	return DirectBoot{Kernel: c.Kernel, Initrd: c.Initrd, Append: c.Append}.validate()
+}
+
+// validateDisks checks every disk's file, format and interface.
+func (c Config) validateDisks() error {
 	for i, d := range c.Disks {
 		opt := fmt.Sprintf("disks[%d]", i+1)
 		if d.Path == "" {
@@ -353,6 +378,11 @@ func (c Config) validate(checkBinary bool) error {
 			return usage(opt+".interface", "%q: want virtio or ide", d.Interface)
 		}
 	}
+	return nil
+}
+
+// validateNet checks the network kind and what depends on it.
+func (c Config) validateNet() error {
 	switch c.Net {
 	case "user":
 		if !macRE.MatchString(c.MAC) {
@@ -374,12 +404,14 @@ func (c Config) validate(checkBinary bool) error {
 	default:
 		return usage("net", "%q: want user or none", c.Net)
 	}
-	if err := c.validateNICs(); err != nil {
-		return err
-	}
 	if strings.ContainsAny(c.NetUserExtra, " \t\n") {
 		return usage("net_user_extra", "%q contains white space; it is a comma-separated -netdev user option list", c.NetUserExtra)
 	}
+	return nil
+}
+
+// validateForwards checks each port forward.
+func (c Config) validateForwards() error {
 	for i, f := range c.Forwards {
 		opt := fmt.Sprintf("forwards[%d]", i+1)
 		if f.Proto != "tcp" && f.Proto != "udp" {
@@ -395,37 +427,14 @@ func (c Config) validate(checkBinary bool) error {
 			return usage(opt+".guest_port", "%d: want 1 to 65535", f.GuestPort)
 		}
 	}
-	if c.Boot != "" {
-		if c.Kernel != "" {
-			return usage("boot", "has no effect when kernel is set (the kernel is booted directly)")
-		}
-		for _, b := range c.Boot {
-			switch b {
-			case 'c':
-				if len(c.Disks) == 0 {
-					return usage("boot", "%q: c (disk) but no disks", c.Boot)
-				}
-			case 'd':
-				if c.ISO == "" {
-					return usage("boot", "%q: d (CD-ROM) but no iso", c.Boot)
-				}
-			case 'n':
-				if c.Net == "none" && len(c.NICs) == 0 {
-					return usage("boot", "%q: n (network) but net is none", c.Boot)
-				}
-			default:
-				return usage("boot", "%q: letter %q; want c (disk), d (CD-ROM) or n (network)", c.Boot, b)
-			}
-		}
-	}
+	return nil
+}
+
+// validateDir checks that the private directory's socket paths fit.
+func (c Config) validateDir() error {
 	if c.Dir != "" {
 		if p := filepath.Join(c.Dir, qmpSocket); len(p) > maxSocketPath {
 			return usage("dir", "%q is too long for unix sockets (%d bytes with %s; the limit is %d)", c.Dir, len(p), qmpSocket, maxSocketPath)
-		}
-	}
-	if checkBinary {
-		if _, err := exec.LookPath(c.Binary); err != nil {
-			return notFound("binary", c.Binary, err)
 		}
 	}
 	return nil
@@ -468,84 +477,4 @@ func diskFormat(d Disk) string {
 		return "qcow2"
 	}
 	return "raw"
-}
-
-// Args returns QEMU's command line for c, starting with the binary. It is
-// deterministic: Start resolves accel "auto" to kvm or tcg and forwards with
-// host port 0 stay 0 (QEMU binds an ephemeral port that Start reads back).
-// An unresolved "auto" becomes "-accel kvm -accel tcg" (QEMU's own fallback,
-// which does not notice a KVM too slow to use). Dir must be set.
-func (c Config) Args() ([]string, error) {
-	c = c.withDefaults()
-	if err := c.validate(false); err != nil {
-		return nil, err
-	}
-	if c.Dir == "" {
-		return nil, usage("dir", "is empty; Args needs the directory of the sockets (Start makes one)")
-	}
-	mib, _ := ParseMemory(c.Memory)
-	a := []string{c.Binary,
-		"-name", c.Name,
-		"-nodefaults", "-no-user-config",
-		"-S",
-		"-machine", c.Machine,
-	}
-	switch c.Accel {
-	case "auto":
-		a = append(a, "-accel", "kvm", "-accel", "tcg")
-	default:
-		a = append(a, "-accel", c.Accel)
-	}
-	a = append(a,
-		"-m", strconv.Itoa(mib),
-		"-smp", strconv.Itoa(c.CPUs),
-		"-display", "none",
-		"-vga", "std",
-	)
-	if c.Firmware == "uefi" {
-		a = append(a,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+qemuEscape(c.OVMFCode),
-			"-drive", "if=pflash,format=raw,unit=1,file="+qemuEscape(filepath.Join(c.Dir, varsFile)),
-		)
-	}
-	if c.SerialBIOS {
-		a = append(a, "-fw_cfg", "name=etc/sercon-port,file="+qemuEscape(filepath.Join(c.Dir, serconFile)))
-	}
-	ser := "socket,id=ser0,path=" + qemuEscape(filepath.Join(c.Dir, serialSocket)) + ",server=on,wait=on"
-	if c.SerialLog != "" {
-		ser += ",logfile=" + qemuEscape(c.SerialLog) + ",logappend=on"
-	}
-	a = append(a,
-		"-chardev", ser,
-		"-serial", "chardev:ser0",
-		"-qmp", "unix:"+qemuEscape(filepath.Join(c.Dir, qmpSocket))+",server=on,wait=off",
-	)
-	if c.Net == "user" {
-		a = append(a, "-netdev", c.userNetdev("n0"), "-device", "virtio-net-pci,netdev=n0,mac="+strings.ToLower(c.MAC))
-	}
-	a = append(a, c.nicArgs()...)
-	if c.ISO != "" {
-		a = append(a, "-drive", "file="+qemuEscape(c.ISO)+",format=raw,if=ide,index=2,media=cdrom,readonly=on")
-	}
-	for _, d := range c.Disks {
-		opt := "file=" + qemuEscape(d.Path) + ",format=" + diskFormat(d) + ",if=" + d.Interface
-		if d.Snapshot == nil || *d.Snapshot {
-			opt += ",snapshot=on"
-		}
-		a = append(a, "-drive", opt)
-	}
-	if c.Kernel != "" {
-		a = append(a, "-kernel", c.Kernel)
-		if c.Initrd != "" {
-			a = append(a, "-initrd", c.Initrd)
-		}
-		if c.Append != "" {
-			a = append(a, "-append", c.Append)
-		}
-	}
-	if c.Boot != "" {
-		a = append(a, "-boot", "order="+c.Boot)
-	}
-	a = append(a, c.QEMUArgs...)
-	return a, nil
 }

@@ -136,13 +136,13 @@ func (c Config) validateNICs() error {
 }
 
 // userNetdev returns the -netdev option of a user-mode NIC with id.
-func (c Config) userNetdev(id string) string {
+func (b *Builder) userNetdev(id string) string {
 	nd := "user,id=" + id
-	for _, f := range c.Forwards {
+	for _, f := range b.cfg.Forwards {
 		nd += fmt.Sprintf(",hostfwd=%s:%s:%d-:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestPort)
 	}
-	if c.NetUserExtra != "" {
-		nd += "," + c.NetUserExtra
+	for _, opt := range b.userNet {
+		nd += "," + opt
 	}
 	return nd
 }
@@ -150,13 +150,13 @@ func (c Config) userNetdev(id string) string {
 // nicArgs returns the -netdev/-device pairs of c.NICs. LAN ports get file
 // descriptors 3, 4, … in order: Start passes their files as
 // exec.Cmd.ExtraFiles in the same order.
-func (c Config) nicArgs() []string {
+func (b *Builder) nicArgs() []string {
 	var a []string
 	fd := 3
-	for i, n := range c.NICs {
+	for i, n := range b.cfg.NICs {
 		id := netdevID(i)
 		if n.User {
-			a = append(a, "-netdev", c.userNetdev(id))
+			a = append(a, "-netdev", b.userNetdev(id))
 		} else {
 			a = append(a, "-netdev", "socket,id="+id+",fd="+strconv.Itoa(fd))
 			fd++

@@ -59,10 +59,10 @@ func (e *CommandError) Error() string {
 	return fmt.Sprintf("qmp %s: %s: %s", e.Command, e.Class, e.Desc)
 }
 
-// Client is a QMP client on one connection. Commands may be issued
+// QMPClient is a QMP client on one connection. Commands may be issued
 // concurrently; replies are matched by id, and events are kept for the
 // life of the client. It is safe for concurrent use.
-type Client struct {
+type QMPClient struct {
 	conn     net.Conn
 	greeting Greeting
 	onEvent  func(Event)
@@ -108,15 +108,15 @@ type message struct {
 	} `json:"timestamp"`
 }
 
-// Dial reads QMP's greeting from conn, negotiates capabilities and starts
+// DialQMP reads QMP's greeting from conn, negotiates capabilities and starts
 // reading replies and events. onEvent, if not nil, is called (in order, from
 // the reader goroutine; it must not block) for every event. The handshake is
 // bounded by ctx (DefaultCommandTimeout if it has no deadline). The client
 // owns conn from then on.
-func Dial(ctx context.Context, conn net.Conn, onEvent func(Event)) (*Client, error) {
+func DialQMP(ctx context.Context, conn net.Conn, onEvent func(Event)) (*QMPClient, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	c := &Client{
+	c := &QMPClient{
 		conn:    conn,
 		onEvent: onEvent,
 		pending: map[string]chan reply{},
@@ -159,20 +159,20 @@ func Dial(ctx context.Context, conn net.Conn, onEvent func(Event)) (*Client, err
 }
 
 // Greeting returns what QEMU said on connecting.
-func (c *Client) Greeting() Greeting { return c.greeting }
+func (c *QMPClient) Greeting() Greeting { return c.greeting }
 
 // Done is closed when the connection has ended.
-func (c *Client) Done() <-chan struct{} { return c.done }
+func (c *QMPClient) Done() <-chan struct{} { return c.done }
 
 // Err returns why the connection ended, or nil while it is up.
-func (c *Client) Err() error {
+func (c *QMPClient) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
 }
 
 // Close closes the connection; pending and later commands fail.
-func (c *Client) Close() error {
+func (c *QMPClient) Close() error {
 	c.fail(vmerr.New(vmerr.Exited, "qmp: connection closed by vmscript"))
 	err := c.conn.Close()
 	<-c.done
@@ -180,7 +180,7 @@ func (c *Client) Close() error {
 }
 
 // fail ends the client with err (once): pending commands get err at once.
-func (c *Client) fail(err error) {
+func (c *QMPClient) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -194,7 +194,7 @@ func (c *Client) fail(err error) {
 	close(c.notify)
 }
 
-func (c *Client) read(dec *json.Decoder) {
+func (c *QMPClient) read(dec *json.Decoder) {
 	defer close(c.done)
 	for {
 		var m message
@@ -263,7 +263,7 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 // with kind "exited" at once if the connection is or becomes closed, kind
 // "timeout" when ctx (DefaultCommandTimeout without a deadline) expires, and
 // kind "refused" with a *CommandError when QEMU answers with an error.
-func (c *Client) Command(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+func (c *QMPClient) Command(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	req := struct {
@@ -329,7 +329,7 @@ func (c *Client) Command(ctx context.Context, cmd string, args any) (json.RawMes
 }
 
 // write sends one whole command, bounded by ctx.
-func (c *Client) write(ctx context.Context, data []byte) error {
+func (c *QMPClient) write(ctx context.Context, data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if dl, ok := ctx.Deadline(); ok {
@@ -346,7 +346,7 @@ func (c *Client) write(ctx context.Context, data []byte) error {
 }
 
 // Events returns a copy of the events received so far.
-func (c *Client) Events() []Event {
+func (c *QMPClient) Events() []Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Event(nil), c.events...)
@@ -354,7 +354,7 @@ func (c *Client) Events() []Event {
 
 // Mark returns the Seq the next event will have: pass it to WaitEvent to
 // wait only for events that arrive after this call.
-func (c *Client) Mark() int {
+func (c *QMPClient) Mark() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.events)
@@ -366,7 +366,7 @@ func (c *Client) Mark() int {
 // for its event. It fails with kind "exited" when the connection ends before
 // such an event arrives, and kind "timeout" when ctx expires (there is no
 // default deadline: pass one).
-func (c *Client) WaitEvent(ctx context.Context, name string, match func(json.RawMessage) bool, from int) (Event, error) {
+func (c *QMPClient) WaitEvent(ctx context.Context, name string, match func(json.RawMessage) bool, from int) (Event, error) {
 	if from < 0 {
 		from = 0
 	}

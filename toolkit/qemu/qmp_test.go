@@ -75,7 +75,7 @@ func (f *fakeQMP) event(name, data string) {
 
 // startFake connects a Client to a fake server that has done the handshake;
 // serve then runs in a goroutine with the server.
-func startFake(t *testing.T, onEvent func(Event), serve func(f *fakeQMP)) *Client {
+func startFake(t *testing.T, onEvent func(Event), serve func(f *fakeQMP)) *QMPClient {
 	t.Helper()
 	cc, sc := socketPair(t)
 	f := &fakeQMP{t: t, conn: sc, dec: json.NewDecoder(sc)}
@@ -92,7 +92,7 @@ func startFake(t *testing.T, onEvent func(Event), serve func(f *fakeQMP)) *Clien
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, cc, onEvent)
+	c, err := DialQMP(ctx, cc, onEvent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,19 +329,19 @@ func TestQMPNoGreeting(t *testing.T) {
 	go func() {
 		sc.Write([]byte(`{"return": {}}` + "\n"))
 	}()
-	_, err := Dial(context.Background(), cc, nil)
+	_, err := DialQMP(context.Background(), cc, nil)
 	if !vmerr.Is(err, vmerr.Protocol) {
 		t.Errorf("got %v, want protocol", err)
 	}
 	cc2, sc2 := socketPair(t)
 	sc2.Close()
-	if _, err := Dial(context.Background(), cc2, nil); !vmerr.Is(err, vmerr.Exited) {
+	if _, err := DialQMP(context.Background(), cc2, nil); !vmerr.Is(err, vmerr.Exited) {
 		t.Errorf("closed before greeting: %v", err)
 	}
 	cc3, _ := socketPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := Dial(ctx, cc3, nil); !vmerr.Is(err, vmerr.Timeout) {
+	if _, err := DialQMP(ctx, cc3, nil); !vmerr.Is(err, vmerr.Timeout) {
 		t.Errorf("silent server: %v", err)
 	}
 }

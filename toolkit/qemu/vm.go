@@ -66,8 +66,9 @@ type VM struct {
 	ownDir     bool
 	accel      AccelChoice
 	mac        string
-	argv       []string
-	run        *journal.Run
+	argv        []string
+	cmdlineFile string
+	run         *journal.Run
 	stderrPath string
 	started    time.Time
 
@@ -77,7 +78,7 @@ type VM struct {
 	forwards []Forward
 
 	mu         sync.Mutex
-	qmp        *Client
+	qmp        *QMPClient
 	killedByUs bool
 	killWhy    string
 
@@ -119,9 +120,16 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	t0 := time.Now()
 	cfg = cfg.withDefaults()
 	// The NICs' files go to QEMU; ours are closed however Start ends.
-	var nicFiles []*os.File
-	defer func() { closeFiles(nicFiles); cfg.closeNICFiles() }()
-	if err := cfg.validate(true); err != nil {
+	defer cfg.closeNICFiles()
+	if cfg.Dir != "" {
+		abs, err := filepath.Abs(cfg.Dir)
+		if err != nil {
+			return nil, vmerr.Wrap(vmerr.IO, err, "qemu: dir")
+		}
+		cfg.Dir = abs
+	}
+	b, err := cfg.plan(true)
+	if err != nil {
 		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -129,106 +137,134 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
 		defer cancel()
 	}
-	v := &VM{
-		name:    cfg.Name,
-		mac:     cfg.MAC,
-		run:     cfg.Run,
-		exited:  make(chan struct{}),
-		stopped: make(chan struct{}),
+	v := &VM{name: cfg.Name, mac: cfg.MAC, run: cfg.Run, exited: make(chan struct{}), stopped: make(chan struct{})}
+	if err := v.prepareDir(ctx, b); err != nil {
+		return nil, err
 	}
-	fail := func(err error) (*VM, error) {
+	if err := v.launch(b); err != nil {
 		if v.ownDir {
 			os.RemoveAll(v.dir)
 		}
 		return nil, err
 	}
+	if err := v.connect(ctx, b.cfg.Forwards); err != nil {
+		return nil, v.abortStart(err)
+	}
+	g := v.qmp.Greeting()
+	v.event("ready", map[string]any{
+		"start_ms": time.Since(t0).Milliseconds(), "qemu": g.Version, "package": g.Package,
+		"forwards": forwardStrings(v.forwards),
+	})
+	return v, nil
+}
 
-	// The private directory.
+// prepareDir makes (or cleans) the private directory, settles the
+// accelerator and writes the files the command line refers to.
+func (v *VM) prepareDir(ctx context.Context, b *Builder) error {
+	cfg := &b.cfg
 	if cfg.Dir == "" {
 		sweepStale(shortTempParent())
 		d, err := os.MkdirTemp(shortTempParent(), "vms-"+shorten(cfg.Name, 10)+"-")
 		if err != nil {
-			return nil, vmerr.Wrap(vmerr.IO, err, "qemu: private directory")
+			return vmerr.Wrap(vmerr.IO, err, "qemu: private directory")
 		}
 		markOwner(d)
 		cfg.Dir, v.ownDir = d, true
 	} else {
-		abs, err := filepath.Abs(cfg.Dir)
-		if err != nil {
-			return nil, vmerr.Wrap(vmerr.IO, err, "qemu: dir")
-		}
-		cfg.Dir = abs
-		if err := cfg.validate(false); err != nil {
-			return nil, err
-		}
 		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-			return nil, vmerr.Wrap(vmerr.IO, err, "qemu: dir")
+			return vmerr.Wrap(vmerr.IO, err, "qemu: dir")
 		}
 		// Stale sockets of an earlier QEMU would be found before ours exist.
 		os.Remove(filepath.Join(cfg.Dir, serialSocket))
 		os.Remove(filepath.Join(cfg.Dir, qmpSocket))
 	}
 	v.dir = cfg.Dir
-
-	// The accelerator.
 	if cfg.Accel == "auto" {
 		v.accel = ResolveAccel(ctx, cfg.Binary)
 		cfg.Accel = v.accel.Accel
 	} else {
 		v.accel = AccelChoice{Accel: cfg.Accel, Reason: "accel=" + cfg.Accel + " was asked for"}
 	}
+	err := writeDirFiles(b)
+	if err != nil && v.ownDir {
+		os.RemoveAll(v.dir)
+	}
+	return err
+}
 
-	// Files the command line refers to.
+// writeDirFiles writes the private copy of the OVMF variable store and
+// SeaBIOS's serial port file.
+func writeDirFiles(b *Builder) error {
+	cfg := b.cfg
 	if cfg.Firmware == "uefi" {
 		vars, err := os.ReadFile(cfg.OVMFVars)
 		if err == nil {
 			err = os.WriteFile(filepath.Join(cfg.Dir, varsFile), vars, 0o600)
 		}
 		if err != nil {
-			return fail(vmerr.Wrap(vmerr.IO, err, "qemu: private copy of the OVMF variable store"))
+			return vmerr.Wrap(vmerr.IO, err, "qemu: private copy of the OVMF variable store")
 		}
 	}
-	if cfg.SerialBIOS {
+	if b.serialBIOS {
 		// SeaBIOS reads the port as a little-endian integer: 0x3f8 = COM1.
 		if err := os.WriteFile(filepath.Join(cfg.Dir, serconFile), []byte{0xf8, 0x03}, 0o600); err != nil {
-			return fail(vmerr.Wrap(vmerr.IO, err, "qemu: sercon port file"))
+			return vmerr.Wrap(vmerr.IO, err, "qemu: sercon port file")
 		}
 	}
+	return nil
+}
 
-	argv, err := cfg.Args()
-	if err != nil {
-		return fail(err)
-	}
+// launch records the command line and starts QEMU with the NICs' files.
+func (v *VM) launch(b *Builder) error {
+	argv := b.argv()
 	v.argv = argv
-	if nicFiles, err = cfg.openNICs(); err != nil {
-		return fail(err)
+	nicFiles, err := b.cfg.openNICs()
+	if err != nil {
+		return err
 	}
-
-	// The command line, for a person to rerun, and the stderr log.
-	var stderr *os.File
-	quoted := shellquote.Join(argv)
-	fields := map[string]any{
+	defer closeFiles(nicFiles)
+	stderr, err := v.recordCommandLine(b.cfg)
+	if err != nil {
+		return err
+	}
+	defer stderr.Close() // QEMU has its own descriptor
+	if err := v.spawn(stderr, nicFiles); err != nil {
+		return err
+	}
+	v.event("start", map[string]any{
 		"argv": argv, "accel": v.accel.Accel, "accel_reason": v.accel.Reason,
-		"dir": cfg.Dir, "mac": cfg.MAC, "machine": cfg.Machine, "firmware": cfg.Firmware,
-	}
+		"dir": b.cfg.Dir, "mac": b.cfg.MAC, "machine": b.cfg.Machine, "firmware": b.cfg.Firmware,
+		"cmdline_file": v.cmdlineFile, "pid": v.pid,
+	})
+	return nil
+}
+
+// recordCommandLine writes the command line, for a person to rerun, and
+// opens the stderr log.
+func (v *VM) recordCommandLine(cfg Config) (*os.File, error) {
+	var stderr *os.File
+	var err error
 	if v.run != nil {
-		if _, err := v.run.WriteFile(cfg.Name+".cmdline", []byte(quoted+"\n")); err != nil {
-			return fail(vmerr.Wrap(vmerr.IO, err, "qemu: writing the command line"))
+		if _, err := v.run.WriteFile(cfg.Name+".cmdline", []byte(shellquote.Join(v.argv)+"\n")); err != nil {
+			return nil, vmerr.Wrap(vmerr.IO, err, "qemu: writing the command line")
 		}
+		v.cmdlineFile = cfg.Name + ".cmdline"
 		stderr, err = v.run.Create(cfg.Name + ".stderr.log")
-		fields["cmdline_file"] = cfg.Name + ".cmdline"
 	} else {
 		stderr, err = os.Create(filepath.Join(cfg.Dir, "stderr.log"))
 	}
 	if err != nil {
-		return fail(vmerr.Wrap(vmerr.IO, err, "qemu: stderr log"))
+		return nil, vmerr.Wrap(vmerr.IO, err, "qemu: stderr log")
 	}
 	v.stderrPath = stderr.Name()
+	return stderr, nil
+}
 
-	// The process. Pdeathsig is delivered when the thread that forked QEMU
-	// exits, not the process: the forking goroutine stays locked to its
-	// thread, waiting for QEMU, and only then lets the thread go.
-	cmd := exec.Command(argv[0], argv[1:]...)
+// spawn starts the process. Pdeathsig is delivered when the thread that
+// forked QEMU exits, not the process: the forking goroutine stays locked to
+// its thread, waiting for QEMU, and only then lets the thread go.
+func (v *VM) spawn(stderr *os.File, nicFiles []*os.File) error {
+	cmd := exec.Command(v.argv[0], v.argv[1:]...)
 	cmd.Stdin = nil
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
@@ -248,54 +284,29 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		v.reap(cmd.Wait())
 	}()
 	if err := <-startErr; err != nil {
-		stderr.Close()
-		return fail(vmerr.Wrap(vmerr.NotFound, err, "qemu: starting %s", argv[0]).With("vm", v.name))
+		return vmerr.Wrap(vmerr.NotFound, err, "qemu: starting %s", v.argv[0]).With("vm", v.name)
 	}
-	stderr.Close() // QEMU has its own descriptor
-	fields["pid"] = v.pid
-	v.event("start", fields)
+	return nil
+}
 
-	abort := func(err error) (*VM, error) {
-		// A closed socket usually means QEMU is exiting over a bad option
-		// (some are parsed only after the sockets exist): give it a moment
-		// to exit by itself, so that the error quotes its stderr.
-		select {
-		case <-v.exited:
-		case <-time.After(500 * time.Millisecond):
-			v.killWith("start failed: " + err.Error())
-			<-v.exited
-		}
-		v.mu.Lock()
-		killed := v.killedByUs
-		v.mu.Unlock()
-		if !killed {
-			st := v.status
-			e := vmerr.New(vmerr.Exited, "qemu: %s exited during start (%s)", v.name, st).
-				With("vm", v.name).With("stderr", v.lastStderr).With("stderr_file", v.stderrPath)
-			e.Message += ":\n" + indent(v.lastStderr)
-			e.Err = err
-			err = e
-		}
-		v.event("start_failed", map[string]any{"error": err.Error()})
-		return nil, err
-	}
-
-	// Serial first: with wait=on QEMU accepts it before creating the rest,
-	// so the guest (paused by -S anyway) cannot print to nobody.
-	sc, err := v.dialSocket(ctx, filepath.Join(cfg.Dir, serialSocket))
+// connect dials the serial socket first (with wait=on QEMU accepts it before
+// creating the rest, so the guest, paused by -S anyway, cannot print to
+// nobody), then QMP, and reads back the forwards' host ports.
+func (v *VM) connect(ctx context.Context, forwards []Forward) error {
+	sc, err := v.dialSocket(ctx, filepath.Join(v.dir, serialSocket))
 	if err != nil {
-		return abort(err)
+		return err
 	}
 	v.serial = &serialConn{Conn: sc, eof: make(chan struct{})}
-	qc, err := v.dialSocket(ctx, filepath.Join(cfg.Dir, qmpSocket))
+	qc, err := v.dialSocket(ctx, filepath.Join(v.dir, qmpSocket))
 	if err != nil {
 		v.serial.Close()
-		return abort(err)
+		return err
 	}
-	client, err := Dial(ctx, qc, v.onEvent)
+	client, err := DialQMP(ctx, qc, v.onEvent)
 	if err != nil {
 		v.serial.Close()
-		return abort(err)
+		return err
 	}
 	v.mu.Lock()
 	v.qmp = client
@@ -306,18 +317,37 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		client.fail(vmerr.New(vmerr.Exited, "qemu: %s exited (%s)", v.name, v.status))
 	default:
 	}
-
-	v.forwards = cfg.Forwards
+	v.forwards = forwards
 	if err := v.resolveForwards(ctx); err != nil {
 		v.serial.Close()
-		return abort(err)
+		return err
 	}
-	g := client.Greeting()
-	v.event("ready", map[string]any{
-		"start_ms": time.Since(t0).Milliseconds(), "qemu": g.Version, "package": g.Package,
-		"forwards": forwardStrings(v.forwards),
-	})
-	return v, nil
+	return nil
+}
+
+// abortStart ends a QEMU that started but could not be connected to. A
+// closed socket usually means QEMU is exiting over a bad option (some are
+// parsed only after the sockets exist): it gets a moment to exit by itself,
+// so that the error quotes its stderr.
+func (v *VM) abortStart(err error) error {
+	select {
+	case <-v.exited:
+	case <-time.After(500 * time.Millisecond):
+		v.killWith("start failed: " + err.Error())
+		<-v.exited
+	}
+	v.mu.Lock()
+	killed := v.killedByUs
+	v.mu.Unlock()
+	if !killed {
+		e := vmerr.New(vmerr.Exited, "qemu: %s exited during start (%s)", v.name, v.status).
+			With("vm", v.name).With("stderr", v.lastStderr).With("stderr_file", v.stderrPath)
+		e.Message += ":\n" + indent(v.lastStderr)
+		e.Err = err
+		err = e
+	}
+	v.event("start_failed", map[string]any{"error": err.Error()})
+	return err
 }
 
 func forwardStrings(fs []Forward) []string {
@@ -661,7 +691,7 @@ func (v *VM) StderrPath() string { return v.stderrPath }
 func (v *VM) Exited() <-chan struct{} { return v.exited }
 
 // client returns the QMP client (set by Start before it returns).
-func (v *VM) client() *Client {
+func (v *VM) client() *QMPClient {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.qmp
