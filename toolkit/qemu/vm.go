@@ -61,16 +61,16 @@ func (s ExitStatus) String() string {
 
 // VM is one running QEMU process. Its methods are safe for concurrent use.
 type VM struct {
-	name       string
-	dir        string
-	ownDir     bool
-	accel      AccelChoice
-	mac        string
+	name        string
+	dir         string
+	ownDir      bool
+	accel       AccelChoice
+	mac         string
 	argv        []string
 	cmdlineFile string
 	run         *journal.Run
-	stderrPath string
-	started    time.Time
+	stderrPath  string
+	started     time.Time
 
 	cmd      *exec.Cmd
 	pid      int
