@@ -3,13 +3,14 @@ package netboot_test
 import (
 	"context"
 	"fmt"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/testenv"
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/netboot"
@@ -67,13 +68,11 @@ func pxeBootCfg(t *testing.T, cfg qemu.Config, root string, files map[string]str
 	}
 	t.Cleanup(func() { srv.Close() })
 	cfg.Run = run
-	if err := srv.ConfigureNetboot(&cfg, bootfile); err != nil {
-		return nil, err
-	}
+	cfg.Devices = append(cfg.Devices, srv.BootDevice(bootfile))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{QEMU: cfg})
 	if err != nil {
 		return nil, err
 	}

@@ -155,12 +155,11 @@ func (s *Server) dhcpBoot(req *dhcpv4.DHCPv4) (net.IP, string) {
 	return net.IP(s.lan.Gateway().AsSlice()), s.lanBoot(ipxe)
 }
 
-// configureLAN is ConfigureNetboot for a server on a LAN: the VM must have
-// a NIC that is a LAN port (net = lan); a bootfile becomes the LAN's.
-func (s *Server) configureLAN(cfg *qemu.Config, bootfile string) error {
-	usage := func(format string, a ...any) error {
-		return vmerr.New(vmerr.Usage, "netboot: "+format, a...).With("option", "netboot")
-	}
+// addLAN boots a VM from a server on a LAN: the VM must have a NIC that is
+// a LAN port (net = lan); a bootfile becomes the LAN's.
+func (d *bootDevice) addLAN(b *qemu.Builder) error {
+	s := d.s
+	cfg := b.Config()
 	ports := 0
 	for _, n := range cfg.NICs {
 		if !n.User && (n.File != nil || n.Open != nil) {
@@ -170,15 +169,14 @@ func (s *Server) configureLAN(cfg *qemu.Config, bootfile string) error {
 	if ports == 0 {
 		return usage("server %s is on lan %s: start the VM on that LAN (net = lan), not on %q", s.name, s.lan.Name(), cfg.Net)
 	}
-	if cfg.Kernel != "" {
-		return usage("kernel is set: a directly booted kernel never reaches the network boot")
-	}
-	if strings.Contains(cfg.NetUserExtra, "bootfile=") {
-		return usage("net_user_extra sets bootfile= but the server is on lan %s, whose DHCP names the boot file", s.lan.Name())
+	for _, opt := range b.UserNetOptions() {
+		if strings.Contains(opt, "bootfile=") {
+			return usage("net_user_extra sets bootfile= but the server is on lan %s, whose DHCP names the boot file", s.lan.Name())
+		}
 	}
 	uefi := cfg.Firmware == "uefi"
-	if bootfile != "" {
-		if err := s.SetLANBootfile(bootfile); err != nil {
+	if d.bootfile != "" {
+		if err := s.SetLANBootfile(d.bootfile); err != nil {
 			return err
 		}
 	} else if uefi && !strings.HasSuffix(s.LANBootfile(), ".ipxe") && !strings.HasSuffix(s.LANBootfile(), ".efi") {
@@ -187,7 +185,7 @@ func (s *Server) configureLAN(cfg *qemu.Config, bootfile string) error {
 	if _, err := nicROM(); err != nil {
 		return err
 	}
-	setBootN(cfg, uefi)
-	s.event("configure", map[string]any{"vm": cfg.Name, "lan": s.lan.Name(), "bootfile": s.LANBootfile(), "boot": cfg.Boot, "firmware": cfg.Firmware})
+	bootFromNetwork(b, uefi)
+	s.event("configure", map[string]any{"vm": cfg.Name, "lan": s.lan.Name(), "bootfile": s.LANBootfile(), "boot": "n", "firmware": cfg.Firmware})
 	return nil
 }

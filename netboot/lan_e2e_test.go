@@ -2,11 +2,12 @@ package netboot_test
 
 import (
 	"context"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/testenv"
 
 	"github.com/vmscript/vmscript/netboot"
 	"github.com/vmscript/vmscript/toolkit/console"
@@ -52,19 +53,21 @@ func TestE2EPXEOverLAN(t *testing.T) {
 		NICs: []qemu.NIC{{Open: func(vm, mac string) (*os.File, error) {
 			f, _, err := l.Attach(vm, mac)
 			return f, err
-		}}}}
-	if err := srv.ConfigureNetboot(&cfg, ""); err != nil {
+		}}},
+		Devices: []qemu.Device{srv.BootDevice("")}}
+	probe := cfg
+	probe.Dir = "/tmp/vms-probe"
+	if argv, err := probe.Args(); err != nil {
 		t.Fatal(err)
+	} else if a := strings.Join(argv, " "); !strings.Contains(a, "-boot order=n") || !strings.Contains(a, "etc/sercon-port") || strings.Contains(a, "bootfile=") {
+		t.Fatalf("configured: %s", a)
 	}
-	if cfg.Boot != "n" || !cfg.SerialBIOS || cfg.NetUserExtra != "" {
-		t.Fatalf("configured: boot %q serial-bios %v net-user-extra %q", cfg.Boot, cfg.SerialBIOS, cfg.NetUserExtra)
-	}
-	bad := qemu.Config{Name: "user"}
-	if err := srv.ConfigureNetboot(&bad, ""); err == nil || !strings.Contains(err.Error(), "net = lan") {
+	bad := qemu.Config{Name: "user", Dir: "/tmp/vms-user", Devices: []qemu.Device{srv.BootDevice("")}}
+	if _, err := bad.Args(); err == nil || !strings.Contains(err.Error(), "net = lan") {
 		t.Fatalf("user networking against a LAN server: %v", err)
 	}
 	start := time.Now()
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{QEMU: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,16 +68,18 @@ func TestServeLANBoot(t *testing.T) {
 
 	// ConfigureNetboot: a LAN VM gets boot order n and the serial BIOS, no
 	// user-networking options; a user-networking VM is refused.
-	cfg := qemu.Config{Name: "v", NICs: []qemu.NIC{{Open: func(string, string) (f *os.File, err error) { return nil, nil }}}}
-	if err := s.ConfigureNetboot(&cfg, "pxelinux.0"); err != nil {
+	cfg := qemu.Config{Name: "v", Dir: "/tmp/vms-v", NICs: []qemu.NIC{{Open: func(string, string) (f *os.File, err error) { return nil, nil }}},
+		Devices: []qemu.Device{s.BootDevice("pxelinux.0")}}
+	if argv, err := cfg.Args(); err != nil {
 		if _, romErr := nicROM(); romErr == nil {
 			t.Fatal(err)
 		}
-	} else if cfg.Boot != "n" || !cfg.SerialBIOS || cfg.NetUserExtra != "" || s.LANBootfile() != "pxelinux.0" {
-		t.Fatalf("cfg boot %q serial %v extra %q, bootfile %s", cfg.Boot, cfg.SerialBIOS, cfg.NetUserExtra, s.LANBootfile())
+	} else if a := strings.Join(argv, " "); !strings.Contains(a, "-boot order=n") || !strings.Contains(a, "etc/sercon-port") ||
+		strings.Contains(a, "bootfile=") || s.LANBootfile() != "pxelinux.0" {
+		t.Fatalf("argv %s, bootfile %s", a, s.LANBootfile())
 	}
-	user := qemu.Config{Name: "u", Net: "user"}
-	if err := s.ConfigureNetboot(&user, ""); err == nil {
+	user := qemu.Config{Name: "u", Net: "user", Dir: "/tmp/vms-u", Devices: []qemu.Device{s.BootDevice("")}}
+	if _, err := user.Args(); err == nil {
 		t.Fatal("user networking accepted")
 	}
 	if _, err := ServeLAN(l, Options{Files: map[string]string{"a": "b"}}, "a"); err == nil {

@@ -18,72 +18,100 @@ const DefaultBootfile = "pxelinux.0"
 // image in one ROM).
 var NICROMs = []string{"/usr/lib/ipxe/qemu/efi-virtio.rom", "/usr/share/qemu/efi-virtio.rom"}
 
-// ConfigureNetboot makes cfg boot from this server over QEMU user
-// networking. QEMU answers UDP to 10.0.2.2:69 itself, so the server is named
-// with its port in the DHCP boot file: bootfile=tftp://10.0.2.2:PORT/NAME
-// (any port but 69 is forwarded to the host's 127.0.0.1:PORT). A bootfile
-// ending in ".ipxe" is handed out as http://10.0.2.2:HTTPPORT/NAME instead
-// when HTTP is on, so iPXE fetches the script, and every relative name in
-// it, over HTTP. A bootfile with a scheme ("http://…") is passed as is. ""
-// means DefaultBootfile for BIOS; UEFI needs a name. Under UEFI (OVMF) the
-// iPXE EFI driver in efi-virtio.rom boots the URL, so "boot.ipxe" → HTTP
-// works (measured: the Debian installer's "Select a language" in ~50 s).
-// The installer's shim (bootnetx64.efi) is fetched over TFTP but refuses the
-// grubx64.efi iPXE hands it ("Malformed binary after Attribute Certificate
-// Table"); OVMF's own PXE then sends the whole URL as a file name to QEMU's
-// port 69 and fails: use an iPXE script under UEFI.
+// BootDevice returns the device that makes a VM boot from this server
+// (see qemu.Device). Over QEMU user networking QEMU answers UDP to
+// 10.0.2.2:69 itself, so the server is named with its port in the DHCP boot
+// file: bootfile=tftp://10.0.2.2:PORT/NAME (any port but 69 is forwarded to
+// the host's 127.0.0.1:PORT). A bootfile ending in ".ipxe" is handed out as
+// http://10.0.2.2:HTTPPORT/NAME instead when HTTP is on, so iPXE fetches the
+// script, and every relative name in it, over HTTP. A bootfile with a scheme
+// ("http://…") is passed as is. "" means DefaultBootfile for BIOS; UEFI
+// needs a name. Under UEFI (OVMF) the iPXE EFI driver in efi-virtio.rom
+// boots the URL, so "boot.ipxe" → HTTP works (measured: the Debian
+// installer's "Select a language" in ~50 s). The installer's shim
+// (bootnetx64.efi) is fetched over TFTP but refuses the grubx64.efi iPXE
+// hands it ("Malformed binary after Attribute Certificate Table"); OVMF's own
+// PXE then sends the whole URL as a file name to QEMU's port 69 and fails:
+// use an iPXE script under UEFI.
 //
 // A server on a LAN (ServeLAN) needs a VM with a NIC on that LAN instead:
 // nothing is added to user networking, the LAN's DHCP server names the boot
 // file, and a bootfile given here becomes the one it advertises (for every
 // client; see SetLANBootfile).
 //
-// It sets boot order "n" (first), keeps QEMU's default iPXE NIC ROM for
-// virtio-net-pci (efi-virtio.rom from ipxe-qemu) and, for BIOS, SerialBIOS so
-// that SeaBIOS and iPXE text reaches the serial console. It satisfies
-// luahost.NetbootSource.
-func (s *Server) ConfigureNetboot(cfg *qemu.Config, bootfile string) error {
-	usage := func(format string, a ...any) error {
-		return vmerr.New(vmerr.Usage, "netboot: "+format, a...).With("option", "netboot")
-	}
+// The device puts the network first in the boot order, keeps QEMU's default
+// iPXE NIC ROM for virtio-net-pci (efi-virtio.rom from ipxe-qemu) and, for
+// BIOS, mirrors SeaBIOS and iPXE text to the serial console.
+func (s *Server) BootDevice(bootfile string) qemu.Device {
+	return &bootDevice{s: s, bootfile: bootfile}
+}
+
+// bootDevice is a VM's network boot from a Server.
+type bootDevice struct {
+	s        *Server
+	bootfile string
+}
+
+// usage is a usage error of the netboot option.
+func usage(format string, a ...any) error {
+	return vmerr.New(vmerr.Usage, "netboot: "+format, a...).With("option", "netboot")
+}
+
+// AddTo implements qemu.Device.
+func (d *bootDevice) AddTo(b *qemu.Builder) error {
+	s := d.s
 	if s.closing.Load() {
 		return usage("server %s is closed", s.name)
 	}
-	if s.lan != nil {
-		return s.configureLAN(cfg, bootfile)
-	}
-	if cfg.Net != "" && cfg.Net != "user" {
-		return usage("booting from this server needs net \"user\" (got %q)", cfg.Net)
-	}
-	if cfg.Kernel != "" {
+	if b.BootsKernel() {
 		return usage("kernel is set: a directly booted kernel never reaches the network boot")
 	}
-	if strings.Contains(cfg.NetUserExtra, "bootfile=") || strings.Contains(cfg.NetUserExtra, "tftp=") {
-		return usage("net_user_extra already sets bootfile= or tftp= (%q)", cfg.NetUserExtra)
+	if s.lan != nil {
+		return d.addLAN(b)
+	}
+	return d.addUserNet(b)
+}
+
+// addUserNet names the server in the user network's DHCP boot file.
+func (d *bootDevice) addUserNet(b *qemu.Builder) error {
+	s := d.s
+	cfg := b.Config()
+	if cfg.Net != "user" {
+		return usage("booting from this server needs net \"user\" (got %q)", cfg.Net)
+	}
+	for _, opt := range b.UserNetOptions() {
+		if strings.Contains(opt, "bootfile=") || strings.Contains(opt, "tftp=") {
+			return usage("net_user_extra already sets bootfile= or tftp= (%q)", opt)
+		}
 	}
 	uefi := cfg.Firmware == "uefi"
+	url, err := s.userNetURL(d.bootfile, uefi)
+	if err != nil {
+		return err
+	}
+	rom, err := nicROM()
+	if err != nil {
+		return err
+	}
+	b.AddUserNetOption("bootfile=" + url)
+	bootFromNetwork(b, uefi)
+	s.event("configure", map[string]any{"vm": cfg.Name, "bootfile": url, "boot": "n", "firmware": cfg.Firmware, "rom": rom})
+	return nil
+}
+
+// userNetURL is the URL the user network's DHCP hands out for bootfile.
+func (s *Server) userNetURL(bootfile string, uefi bool) (string, error) {
 	if bootfile == "" {
 		if uefi {
-			return usage("firmware uefi needs a bootfile (an EFI program such as debian-installer/amd64/bootnetx64.efi or iPXE's snponly.efi)")
+			return "", usage("firmware uefi needs a bootfile (an EFI program such as debian-installer/amd64/bootnetx64.efi or iPXE's snponly.efi)")
 		}
 		bootfile = DefaultBootfile
 	}
-	var url string
-	if strings.Contains(bootfile, "://") {
-		url = bootfile
-	} else {
-		name, err := CleanName(bootfile)
+	url := bootfile
+	if !strings.Contains(bootfile, "://") {
+		name, err := s.checkBootfile(bootfile)
 		if err != nil {
-			return usage("bootfile %q: %v", bootfile, err)
-		}
-		if c, err := s.open(name); err != nil {
-			kind := vmerr.Usage
-			if errors.Is(err, errNotFound) {
-				kind = vmerr.NotFound
-			}
-			return vmerr.New(kind, "netboot: bootfile %s: %v", name, err).With("option", "bootfile")
-		} else {
-			c.close()
+			return "", err
 		}
 		switch {
 		case strings.HasSuffix(name, ".ipxe") && s.clientHTTPURL != "":
@@ -93,30 +121,39 @@ func (s *Server) ConfigureNetboot(cfg *qemu.Config, bootfile string) error {
 		default:
 			url = s.clientHTTPURL + "/" + name
 		}
-		for _, a := range []net.Addr{s.TFTPAddr(), s.HTTPAddr()} {
-			if a == nil {
-				continue
-			}
-			h, _, _ := net.SplitHostPort(a.String())
-			if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
-				return usage("the server listens on %s; QEMU user networking reaches only the host's loopback (as %s)", a, UserNetHost)
-			}
-		}
 	}
 	if strings.ContainsAny(url, ", \t\n") {
-		return usage("bootfile URL %q contains a comma or white space", url)
+		return "", usage("bootfile URL %q contains a comma or white space", url)
 	}
-	rom, err := nicROM()
+	return url, nil
+}
+
+// checkBootfile checks that the server has bootfile and listens where user
+// networking reaches it.
+func (s *Server) checkBootfile(bootfile string) (string, error) {
+	name, err := CleanName(bootfile)
 	if err != nil {
-		return err
+		return "", usage("bootfile %q: %v", bootfile, err)
 	}
-	if cfg.NetUserExtra != "" {
-		cfg.NetUserExtra += ","
+	c, err := s.open(name)
+	if err != nil {
+		kind := vmerr.Usage
+		if errors.Is(err, errNotFound) {
+			kind = vmerr.NotFound
+		}
+		return "", vmerr.New(kind, "netboot: bootfile %s: %v", name, err).With("option", "bootfile")
 	}
-	cfg.NetUserExtra += "bootfile=" + url
-	setBootN(cfg, uefi)
-	s.event("configure", map[string]any{"vm": cfg.Name, "bootfile": url, "boot": cfg.Boot, "firmware": cfg.Firmware, "rom": rom})
-	return nil
+	c.close()
+	for _, a := range []net.Addr{s.TFTPAddr(), s.HTTPAddr()} {
+		if a == nil {
+			continue
+		}
+		h, _, _ := net.SplitHostPort(a.String())
+		if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
+			return "", usage("the server listens on %s; QEMU user networking reaches only the host's loopback (as %s)", a, UserNetHost)
+		}
+	}
+	return name, nil
 }
 
 // nicROM returns the iPXE ROM QEMU loads for virtio-net-pci.
@@ -129,16 +166,11 @@ func nicROM() (string, error) {
 	return "", vmerr.New(vmerr.NotFound, "netboot: no iPXE ROM for virtio-net-pci (%s); install package ipxe-qemu", strings.Join(NICROMs, " or "))
 }
 
-// setBootN puts the network first in the boot order and, for BIOS, mirrors
-// SeaBIOS and iPXE text to the serial console.
-func setBootN(cfg *qemu.Config, uefi bool) {
-	switch {
-	case cfg.Boot == "":
-		cfg.Boot = "n"
-	case !strings.Contains(cfg.Boot, "n"):
-		cfg.Boot = "n" + cfg.Boot
-	}
+// bootFromNetwork puts the network first in the boot order and, for BIOS,
+// mirrors SeaBIOS and iPXE text to the serial console.
+func bootFromNetwork(b *qemu.Builder, uefi bool) {
+	b.BootFirst("n")
 	if !uefi {
-		cfg.SerialBIOS = true
+		b.MirrorBIOSToSerial()
 	}
 }

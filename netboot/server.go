@@ -18,7 +18,7 @@
 //	srv, err := netboot.Serve(netboot.Options{Root: dir, Run: run,
 //		Files: map[string]string{"boot.ipxe": "#!ipxe\nchain {{http}}/menu.ipxe\n"}})
 //	defer srv.Close()
-//	srv.ConfigureNetboot(&cfg, "boot.ipxe") // QEMU user networking → iPXE → HTTP
+//	cfg.Devices = append(cfg.Devices, srv.BootDevice("boot.ipxe")) // QEMU user networking → iPXE → HTTP
 //	r, err := srv.WaitFile(ctx, "initrd.gz")
 package netboot
 
@@ -155,8 +155,8 @@ type Request struct {
 	// Status is the HTTP status code (0 for TFTP).
 	Status int `json:"status,omitempty"`
 	// Start is when the request arrived; Duration how long it took.
-	Start    time.Time     `json:"start"`
-	Duration time.Duration `json:"duration_ns"`
+	Start    time.Time     `json:"time"`
+	Duration time.Duration `json:"duration"`
 	// Outcome is Served, NotFound, Refused or Aborted.
 	Outcome string `json:"outcome"`
 	// Reason says why for every outcome but Served.

@@ -43,7 +43,7 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
 // usable forks and waits for a shell that answers a command.
 func usable(ctx context.Context, m *machine.Machine) error {
-	sh, err := checkpoint.AttachShell(ctx, m, shell.Options{User: "root"})
+	sh, err := m.ResumeShell(ctx, shell.Options{User: "root"})
 	if err != nil {
 		return err
 	}
@@ -68,11 +68,10 @@ func run(rounds int, memory string) error {
 		return err
 	}
 	defer rn.Close()
-	cfg := qemu.Config{Name: "cold", Memory: memory, Run: rn, Forwards: []qemu.Forward{{GuestPort: 22}},
-		Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: img.Manifest.Append}
+	spec := machine.Spec{Lab: img, QEMU: qemu.Config{Name: "cold", Memory: memory, Run: rn, Forwards: []qemu.Forward{{GuestPort: 22}}}}
 
 	t0 := time.Now()
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -88,7 +87,7 @@ func run(rounds int, memory string) error {
 	cold := time.Since(t0)
 
 	t1 := time.Now()
-	cp, err := checkpoint.Take(ctx, m, checkpoint.Options{Name: "cp"})
+	cp, err := m.Checkpoint(ctx, checkpoint.Options{Name: "cp"})
 	if err != nil {
 		m.Stop(5 * time.Second)
 		return err
@@ -99,7 +98,7 @@ func run(rounds int, memory string) error {
 	var single []time.Duration
 	for i := range rounds {
 		t := time.Now()
-		f, err := cp.Fork(ctx, checkpoint.ForkOptions{Name: fmt.Sprintf("single-%d", i+1)})
+		f, err := cp.Fork(ctx, machine.ForkOptions{Name: fmt.Sprintf("single-%d", i+1)})
 		if err != nil {
 			return err
 		}
@@ -112,7 +111,7 @@ func run(rounds int, memory string) error {
 	}
 
 	t3 := time.Now()
-	forks, err := cp.ForkMany(ctx, 3, checkpoint.ForkOptions{Name: "three"})
+	forks, err := cp.ForkMany(ctx, []string{"three-1", "three-2", "three-3"}, machine.ForkOptions{})
 	if err != nil {
 		return err
 	}

@@ -85,17 +85,10 @@ func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
 	}
 	defer l.Close()
 
-	cfg := qemu.Config{
-		Name: "mini", Memory: "512M", Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"],
-		Append: img.Manifest.Append, Run: run,
-		Forwards: []qemu.Forward{{GuestPort: guestPort}},
-		NICs: []qemu.NIC{
-			{Open: func(vm, mac string) (*os.File, error) { f, _, err := l.Attach(vm, mac); return f, err }},
-			{User: true},
-		},
-	}
+	spec := machine.Spec{Lab: img, NICs: []machine.NIC{{LAN: l}, {User: true}},
+		QEMU: qemu.Config{Name: "mini", Memory: "512M", Run: run, Forwards: []qemu.Forward{{GuestPort: guestPort}}}}
 	t0 := time.Now()
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -262,9 +255,8 @@ func discoverToAck(l *lan.LAN, mac string) (time.Duration, error) {
 // ipxeLatency boots ipxe.iso on the LAN and returns its DISCOVER→ACK.
 func ipxeLatency(ctx context.Context, l *lan.LAN, run *journal.Run, i int) (time.Duration, error) {
 	name := fmt.Sprintf("ipxe%d", i+1)
-	cfg := qemu.Config{Name: name, Memory: "256M", ISO: ipxeISO, Boot: "d", Run: run,
-		NICs: []qemu.NIC{{Open: func(vm, mac string) (*os.File, error) { f, _, err := l.Attach(vm, mac); return f, err }}}}
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{NICs: []machine.NIC{{LAN: l}},
+		QEMU: qemu.Config{Name: name, Memory: "256M", ISO: ipxeISO, Boot: "d", Run: run}})
 	if err != nil {
 		return 0, err
 	}

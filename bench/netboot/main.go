@@ -384,14 +384,10 @@ func pxeOnce(dir, stage, kind, tag string) (pxeResult, error) {
 		cfg.SerialBIOS = true
 	case "vmscript TFTP":
 		srv, err = netboot.Serve(netboot.Options{Root: debianNetboot, Files: map[string]string{"pxelinux.cfg/default": pxeConfig}, Run: run})
-		if err == nil {
-			err = srv.ConfigureNetboot(&cfg, "pxelinux.0")
-		}
+		cfg.Devices = []qemu.Device{srv.BootDevice("pxelinux.0")}
 	case "vmscript iPXE+HTTP":
 		srv, err = netboot.Serve(netboot.Options{Root: debianNetboot, Files: map[string]string{"boot.ipxe": ipxeScript}, Run: run})
-		if err == nil {
-			err = srv.ConfigureNetboot(&cfg, "boot.ipxe")
-		}
+		cfg.Devices = []qemu.Device{srv.BootDevice("boot.ipxe")}
 	}
 	if srv != nil {
 		defer srv.Close()
@@ -402,7 +398,7 @@ func pxeOnce(dir, stage, kind, tag string) (pxeResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{QEMU: cfg})
 	if err != nil {
 		return pxeResult{}, err
 	}

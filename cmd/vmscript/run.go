@@ -20,6 +20,7 @@ import (
 	"github.com/vmscript/vmscript/toolkit/dur"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/luahost"
+	"github.com/vmscript/vmscript/toolkit/notes"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -210,169 +211,232 @@ type sessionResult struct {
 	failedAt time.Time
 }
 
+// session is one `vmscript run` (or repl): its script, flags, run
+// directory, progress display, context and host, through the phases of
+// runScript.
+type session struct {
+	script     string
+	extra      []string
+	f          runFlags
+	args       map[string]string
+	timeout    time.Duration
+	stdout     io.Writer
+	stderr     io.Writer
+	start      time.Time
+	run        *journal.Run
+	prog       *progress
+	mode       progressMode
+	ctx        context.Context
+	cancel     context.CancelCauseFunc
+	timer      *time.Timer
+	gotSignal  atomic.Pointer[os.Signal]
+	stopSignal func()
+	host       *luahost.Host
+}
+
 // runScript runs script (none for a bare REPL) and, per f.keepOpen, the REPL
 // after it, on one goroutine: the Lua state belongs to it.
 func runScript(script string, extra []string, f runFlags, stdout, stderr io.Writer) error {
-	scriptArgs, err := parseArgs(f.args)
-	if err != nil {
+	s := &session{script: script, extra: extra, f: f, stdout: stdout, stderr: stderr}
+	if err := s.check(); err != nil {
 		return err
 	}
-	var timeout time.Duration
-	if f.timeout != "" {
-		if timeout, err = dur.Parse(f.timeout); err != nil {
-			return usageErr("--timeout: %v", err)
-		}
+	if err := s.openRun(); err != nil {
+		return err
 	}
-	if script != "" {
-		if err := checkReadable(script); err != nil {
-			return usageErr("%v", err)
-		}
-		// A script that does not compile fails before anything is written.
-		if err := luahost.Compile(script); err != nil {
-			var se *luahost.SyntaxError
-			if errors.As(err, &se) {
-				return failErr("%v", se)
-			}
-			return usageErr("%s: %v", script, err)
-		}
+	defer s.run.Close()
+	defer s.prog.Close()
+	s.watchContext()
+	defer s.cancel(nil)
+	defer s.stopSignal()
+	if s.timer != nil {
+		defer s.timer.Stop()
 	}
-
-	start := time.Now()
-	var run *journal.Run
-	dirScript := script
-	if dirScript == "" {
-		dirScript = "repl"
-	}
-	if f.out != "" {
-		run, err = journal.New(f.out, start)
-	} else {
-		run, err = journal.NewUnder(DefaultWorkNotes, dirScript, start)
-	}
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	defer run.Close()
-
-	mode := progressNormal
-	switch {
-	case f.quiet:
-		mode = progressQuiet
-	case f.verbose:
-		mode = progressVerbose
-	}
-	prog := newProgress(stderr, mode)
-	defer prog.Close()
-	prog.Subscribe(run)
-
-	host, _ := os.Hostname()
-	absScript := ""
-	if script != "" {
-		absScript, _ = filepath.Abs(script)
-	}
-	_ = run.SetInfo(func(i *journal.Info) {
-		i.Script = absScript
-		i.Args = scriptArgs
-		i.Extra = extra
-		i.Version = version.String()
-		i.Host = host
-		i.GoOS = runtime.GOOS + "/" + runtime.GOARCH
-		i.Start = start.Format(journal.WallFormat)
-	})
-	run.Event("run", "start", map[string]any{"script": absScript, "args": scriptArgs, "extra": extra,
-		"timeout_s": timeout.Seconds(), "pid": os.Getpid()})
-	if mode != progressQuiet {
-		fmt.Fprintf(stderr, "vmscript: run directory %s\n", run.Dir())
-	}
-
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	var timer *time.Timer
-	if timeout > 0 {
-		timer = time.AfterFunc(timeout, func() { cancel(luahost.TimedOut(timeout)) })
-		defer timer.Stop()
-	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	var gotSignal atomic.Pointer[os.Signal]
-	go func() {
-		for s := range sigs {
-			gotSignal.CompareAndSwap(nil, &s)
-			run.Event("run", "signal", map[string]any{"signal": s.String()})
-			cancel(luahost.Interrupted(s))
-		}
-	}()
-
-	h, err := luahost.New(ctx, luahost.Options{
-		Script: script, Args: scriptArgs, Positional: extra, LuaPath: f.luaPath,
-		Library: lualib.Library, Run: run, Stdout: prog.wrap(stdout), Stderr: prog.wrap(stderr),
+	h, err := luahost.New(s.ctx, luahost.Options{
+		Script: script, Args: s.args, Positional: extra, LuaPath: f.luaPath,
+		Library: lualib.Library, Run: s.run, Stdout: s.prog.wrap(stdout), Stderr: s.prog.wrap(stderr),
 	})
 	if err != nil {
 		return failErr("%v", err)
 	}
-
-	done := make(chan sessionResult, 1)
-	go func() {
-		var res sessionResult
-		if script != "" {
-			res.err = h.RunScript()
-			if res.err != nil {
-				res.failedAt = time.Now()
-			}
-		}
-		if wantREPL(f.keepOpen, res.err) && ctx.Err() == nil {
-			if timer != nil {
-				// The investigator is at the keyboard now: the run's
-				// --timeout no longer applies.
-				timer.Stop()
-			}
-			run.Event("run", "repl-start", nil)
-			prog.Sync()
-			banner := ""
-			if script != "" {
-				banner = replBanner(res.err)
-			}
-			replErr := runREPL(h, prog, os.Stdin, stdout, stderr, banner)
-			run.Event("run", "repl-end", nil)
-			var exit *luahost.ExitError
-			if errors.As(replErr, &exit) || ctx.Err() != nil || res.err == nil {
-				res.err = replErr
-			}
-		}
-		done <- res
-	}()
-	var res sessionResult
-	abandoned := false
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		// Give the script a moment to unwind through its host calls; a host
-		// call that ignores the context must not keep the children alive.
-		select {
-		case res = <-done:
-		case <-time.After(cleanupGrace):
-			restoreTerminal()
-			res.err = context.Cause(ctx)
-			run.Event("run", "abandon", map[string]any{"reason": "script did not unwind within " + cleanupGrace.String()})
-			h.RunCleanups()
-			abandoned = true
-		}
-	}
+	s.host = h
+	res, abandoned := s.execute()
 	nb := h.OpenNotebook()
 	if !abandoned {
 		h.Close()
 	}
-	prog.Close()
+	s.prog.Close()
+	return s.finish(res, nb)
+}
 
+// check reads the flags and compiles the script: a script that does not
+// compile fails before anything is written.
+func (s *session) check() error {
+	var err error
+	if s.args, err = parseArgs(s.f.args); err != nil {
+		return err
+	}
+	if s.f.timeout != "" {
+		if s.timeout, err = dur.Parse(s.f.timeout); err != nil {
+			return usageErr("--timeout: %v", err)
+		}
+	}
+	if s.script == "" {
+		return nil
+	}
+	if err := checkReadable(s.script); err != nil {
+		return usageErr("%v", err)
+	}
+	if err := luahost.Compile(s.script); err != nil {
+		var se *luahost.SyntaxError
+		if errors.As(err, &se) {
+			return failErr("%v", se)
+		}
+		return usageErr("%s: %v", s.script, err)
+	}
+	return nil
+}
+
+// openRun makes the run directory, records what runs, and starts the
+// progress display.
+func (s *session) openRun() error {
+	s.start = time.Now()
+	dirScript := s.script
+	if dirScript == "" {
+		dirScript = "repl"
+	}
+	var err error
+	if s.f.out != "" {
+		s.run, err = journal.New(s.f.out, s.start)
+	} else {
+		s.run, err = journal.NewUnder(DefaultWorkNotes, dirScript, s.start)
+	}
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	s.mode = progressNormal
+	switch {
+	case s.f.quiet:
+		s.mode = progressQuiet
+	case s.f.verbose:
+		s.mode = progressVerbose
+	}
+	s.prog = newProgress(s.stderr, s.mode)
+	s.prog.Subscribe(s.run)
+	s.recordStart()
+	if s.mode != progressQuiet {
+		fmt.Fprintf(s.stderr, "vmscript: run directory %s\n", s.run.Dir())
+	}
+	return nil
+}
+
+// recordStart writes run.json's start and the timeline's first event.
+func (s *session) recordStart() {
+	host, _ := os.Hostname()
+	absScript := ""
+	if s.script != "" {
+		absScript, _ = filepath.Abs(s.script)
+	}
+	_ = s.run.SetInfo(func(i *journal.Info) {
+		i.Script = absScript
+		i.Args = s.args
+		i.Extra = s.extra
+		i.Version = version.String()
+		i.Host = host
+		i.GoOS = runtime.GOOS + "/" + runtime.GOARCH
+		i.Start = s.start.Format(journal.WallFormat)
+	})
+	s.run.Event("run", "start", map[string]any{"script": absScript, "args": s.args, "extra": s.extra,
+		"timeout_s": s.timeout.Seconds(), "pid": os.Getpid()})
+}
+
+// watchContext makes the run's context, cancelled by --timeout and by
+// SIGINT/SIGTERM with the reason.
+func (s *session) watchContext() {
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	if s.timeout > 0 {
+		d := s.timeout
+		s.timer = time.AfterFunc(d, func() { s.cancel(luahost.TimedOut(d)) })
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	s.stopSignal = func() { signal.Stop(sigs) }
+	go func() {
+		for sig := range sigs {
+			s.gotSignal.CompareAndSwap(nil, &sig)
+			s.run.Event("run", "signal", map[string]any{"signal": sig.String()})
+			s.cancel(luahost.Interrupted(sig))
+		}
+	}()
+}
+
+// execute runs the script and the REPL on their goroutine and waits for
+// them; a cancelled run gets cleanupGrace to unwind, else its children are
+// stopped and the session is abandoned.
+func (s *session) execute() (sessionResult, bool) {
+	done := make(chan sessionResult, 1)
+	go func() { done <- s.lua() }()
+	select {
+	case res := <-done:
+		return res, false
+	case <-s.ctx.Done():
+	}
+	// Give the script a moment to unwind through its host calls; a host
+	// call that ignores the context must not keep the children alive.
+	select {
+	case res := <-done:
+		return res, false
+	case <-time.After(cleanupGrace):
+		restoreTerminal()
+		s.run.Event("run", "abandon", map[string]any{"reason": "script did not unwind within " + cleanupGrace.String()})
+		s.host.RunCleanups()
+		return sessionResult{err: context.Cause(s.ctx)}, true
+	}
+}
+
+// lua is the Lua goroutine: the script, then the REPL when it is wanted.
+func (s *session) lua() sessionResult {
+	var res sessionResult
+	if s.script != "" {
+		res.err = s.host.RunScript()
+		if res.err != nil {
+			res.failedAt = time.Now()
+		}
+	}
+	if !wantREPL(s.f.keepOpen, res.err) || s.ctx.Err() != nil {
+		return res
+	}
+	if s.timer != nil {
+		// The investigator is at the keyboard now: the run's --timeout no
+		// longer applies.
+		s.timer.Stop()
+	}
+	s.run.Event("run", "repl-start", nil)
+	s.prog.Sync()
+	banner := ""
+	if s.script != "" {
+		banner = replBanner(res.err)
+	}
+	replErr := runREPL(s.host, s.prog, os.Stdin, s.stdout, s.stderr, banner)
+	s.run.Event("run", "repl-end", nil)
+	var exit *luahost.ExitError
+	if errors.As(replErr, &exit) || s.ctx.Err() != nil || res.err == nil {
+		res.err = replErr
+	}
+	return res
+}
+
+// finish settles the exit code, records the end, and writes the reports.
+func (s *session) finish(res sessionResult, nb *notes.Notebook) error {
 	var sig os.Signal
-	if p := gotSignal.Load(); p != nil {
+	if p := s.gotSignal.Load(); p != nil {
 		sig = *p
 	}
-	code, msg := classify(res.err, ctx, sig)
+	code, msg := classify(res.err, s.ctx, sig)
 	end := time.Now()
-	_ = run.SetInfo(func(i *journal.Info) {
+	_ = s.run.SetInfo(func(i *journal.Info) {
 		i.End = end.Format(journal.WallFormat)
-		i.Duration = end.Sub(start).Seconds()
+		i.Duration = end.Sub(s.start).Seconds()
 		i.ExitCode = &code
 		if res.err != nil && code != exitOK {
 			if _, isExit := res.err.(*luahost.ExitError); !isExit {
@@ -380,27 +444,31 @@ func runScript(script string, extra []string, f runFlags, stdout, stderr io.Writ
 			}
 		}
 	})
-	run.Event("run", "end", map[string]any{"exit_code": code, "duration_s": end.Sub(start).Seconds()})
+	s.run.Event("run", "end", map[string]any{"exit_code": code, "duration_s": end.Sub(s.start).Seconds()})
 	if msg != "" {
-		fmt.Fprintln(stderr, msg)
+		fmt.Fprintln(s.stderr, msg)
 	}
-	if f.jsonOut != "" || f.junitOut != "" {
-		rep := buildReport(run, nb, res, code, start, end)
-		if f.jsonOut != "" {
-			if err := writeJSONReport(f.jsonOut, rep); err != nil {
-				fmt.Fprintf(stderr, "vmscript: --json: %v\n", err)
-			}
-		}
-		if f.junitOut != "" {
-			if err := writeJUnitReport(f.junitOut, rep); err != nil {
-				fmt.Fprintf(stderr, "vmscript: --junit: %v\n", err)
-			}
-		}
+	if s.f.jsonOut != "" || s.f.junitOut != "" {
+		s.writeReports(buildReport(s.run, nb, res, code, s.start, end))
 	}
 	if code != exitOK {
-		fmt.Fprintf(stderr, "vmscript: evidence in %s\n", run.Dir())
+		fmt.Fprintf(s.stderr, "vmscript: evidence in %s\n", s.run.Dir())
 	}
 	return &exitError{code: code}
+}
+
+// writeReports writes --json and --junit.
+func (s *session) writeReports(rep *report) {
+	if s.f.jsonOut != "" {
+		if err := writeJSONReport(s.f.jsonOut, rep); err != nil {
+			fmt.Fprintf(s.stderr, "vmscript: --json: %v\n", err)
+		}
+	}
+	if s.f.junitOut != "" {
+		if err := writeJUnitReport(s.f.junitOut, rep); err != nil {
+			fmt.Fprintf(s.stderr, "vmscript: --junit: %v\n", err)
+		}
+	}
 }
 
 // wantREPL says whether the REPL opens after the script ended with err.

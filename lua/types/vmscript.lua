@@ -45,7 +45,7 @@ arg = {}
 ---@field disks? (string|{path: string, format?: string, snapshot?: boolean, interface?: string})[] Disk images; snapshot=true (the default) never writes the image.
 ---@field memory? string Guest memory, e.g. "512M", "2G".
 ---@field cpus? integer Number of virtual CPUs.
----@field machine? string QEMU machine type (default q35).
+---@field machine? string QEMU machine type (default pc, as QEMU itself; q35 works too).
 ---@field accel? ("kvm"|"tcg") Accelerator; default KVM when /dev/kvm is usable, else TCG.
 ---@field firmware? ("bios"|"uefi") Firmware (default bios).
 ---@field boot? string QEMU boot order, e.g. "d" for CD-ROM, "n" for network.
@@ -88,10 +88,10 @@ function __Checkpoint:remove() end
 ---@field log string Path of the raw console log.
 local __Console = {}
 
---- Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min; settle (per pattern or for all): only a match that stays the console's last text that long, as a prompt does.
+--- Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min; settle (per pattern or for all): only a match that stays the console's last text that long, as a prompt does; index is 1-based.
 ---@param pattern string|vmscript.Pattern|(string|vmscript.Pattern)[]
 ---@param opts? {timeout?: duration, from?: "start"|"now"|table, raw?: boolean, settle?: duration}
----@return {text: string, index: integer, captures: string[], before: string, mark: table}
+---@return {text: string, index: integer, captures: string[], before: string, mark: {text: integer, raw: integer}}
 function __Console:expect(pattern, opts) end
 
 --- Type text on the console as is.
@@ -103,7 +103,7 @@ function __Console:send(text) end
 function __Console:sendline(text) end
 
 --- The current end of the console, to pass as from= or to lines{}.
----@return table
+---@return {text: integer, raw: integer}
 function __Console:mark() end
 
 --- Completed console lines (ANSI-stripped) between two marks; default the whole console.
@@ -150,7 +150,7 @@ function __IsoImage:walk(fn) end
 
 --- The entry at path (a symlink itself, not its target); kind="notfound" when missing.
 ---@param path string
----@return table
+---@return {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}
 function __IsoImage:stat(path) end
 
 --- Whether path exists (a dangling symlink exists).
@@ -166,7 +166,7 @@ function __IsoImage:exists(path) end
 function __IsoImage:read(path, opts) end
 
 --- The El Torito boot entries (platform "BIOS" or "UEFI", boot image path and size); empty when not bootable.
----@return {platform: string, bootable: boolean, emulation: string, path?: string, size: integer, lba: integer, sectors: integer, note?: string}[]
+---@return {platform: string, bootable: boolean, emulation: string, load_segment: integer, sectors: integer, lba: integer, path?: string, size: integer, note?: string}[]
 function __IsoImage:boot() end
 
 --- Open the squashfs file at path inside this ISO in place, with the same methods (the unsquashfs -ll of split 3).
@@ -235,15 +235,15 @@ function __LanDHCP:clear_nak(mac) end
 ---@field bootfile? string The boot file the LAN's DHCP advertises (nil on loopback).
 local __NetbootServer = {}
 
---- Finished requests in arrival order; file matches a path or, without '/', any file of that base name.
+--- Finished requests in arrival order; file matches a path or, without '/', any file of that base name; duration is in seconds.
 ---@param opts? {file?: string, proto?: "tftp"|"http", outcome?: "served"|"not found"|"refused"|"aborted"}
----@return {seq: integer, proto: string, op: string, client: string, file: string, bytes: integer, size: integer, duration: number, outcome: string, reason?: string, blksize?: integer, status?: integer, options?: table, time: string}[]
+---@return {seq: integer, proto: string, op: string, client: string, file: string, source?: string, bytes: integer, size: integer, blksize?: integer, options?: table<string, string>, status?: integer, time: string, duration: number, outcome: string, reason?: string}[]
 function __NetbootServer:requests(opts) end
 
 --- Wait until name has been served completely (default 2 min); a timeout error (kind "timeout") lists what was requested instead.
 ---@param name string
 ---@param opts? {timeout?: duration}
----@return {seq: integer, proto: string, op: string, client: string, file: string, bytes: integer, size: integer, duration: number, outcome: string}
+---@return {seq: integer, proto: string, op: string, client: string, file: string, source?: string, bytes: integer, size: integer, blksize?: integer, options?: table<string, string>, status?: integer, time: string, duration: number, outcome: string, reason?: string}
 function __NetbootServer:wait_file(name, opts) end
 
 --- Stop serving: transfers in progress are aborted; returns when every server goroutine has ended. Safe to call twice.
@@ -254,10 +254,10 @@ function __NetbootServer:close() end
 ---@field user string The account the shell runs as ("" if unknown).
 local __Shell = {}
 
---- Run a command (default timeout 2 min); on timeout raises kind "timeout" with the partial output and the channel recovers.
+--- Run a command (default timeout 2 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error.
 ---@param cmd string
----@param opts? {timeout?: duration}
----@return {output: string, code: integer}
+---@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>}
+---@return {output: string, stdout: string, stderr: string, code: integer, signal?: string, duration: number}
 function __Shell:run(cmd, opts) end
 
 --- Run a command and return whether it exited 0 (a timeout or a dead VM raises).
@@ -269,7 +269,7 @@ function __Shell:test(cmd, opts) end
 --- Run a command as root through sudo, answering its password prompt; kind "refused" on a wrong password; the transcript is saved (password masked).
 ---@param cmd string
 ---@param opts? {password?: string, timeout?: duration}
----@return {output: string, code: integer, transcript: string}
+---@return {output: string, stdout: string, stderr: string, code: integer, signal?: string, duration: number, transcript: string}
 function __Shell:sudo(cmd, opts) end
 
 --- An SSH connection to a guest (from ssh.connect or vm:ssh).
@@ -280,11 +280,17 @@ function __Shell:sudo(cmd, opts) end
 ---@field transcript string Path of the transcript of every command's output ("" without a run directory).
 local __SSHClient = {}
 
---- Run a command (default timeout 10 min; on timeout it is signalled and the error carries stdout/stderr); a non-zero exit is not an error.
+--- Run a command (default timeout 10 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error.
 ---@param cmd string
 ---@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>}
----@return {stdout: string, stderr: string, code: integer, signal?: string, duration: number}
+---@return {output: string, stdout: string, stderr: string, code: integer, signal?: string, duration: number}
 function __SSHClient:run(cmd, opts) end
+
+--- Run a command and return whether it exited 0 (a timeout or a dead VM raises).
+---@param cmd string
+---@param opts? {timeout?: duration}
+---@return boolean
+function __SSHClient:test(cmd, opts) end
 
 --- Check the connection and, if it is gone (guest rebooted), reconnect, retrying until timeout (default: the connect timeout).
 ---@param opts? {timeout?: duration}
@@ -320,7 +326,7 @@ function __SSHClient:close() end
 ---@field mac string The NIC's MAC address.
 ---@field accel string "kvm" or "tcg".
 ---@field console vmscript.Console The serial console.
----@field forwards table Port forwards: list of {proto=, host=, guest=}.
+---@field forwards {proto: string, host_addr: string, host: integer, guest: integer}[] Port forwards: host is the port on host_addr that reaches guest.
 local __VM = {}
 
 --- Run a QMP command and return its "return" value (30 s bound).
@@ -332,7 +338,7 @@ function __VM:qmp(command, args) end
 --- Wait for a QMP event (e.g. "SHUTDOWN") whose data has the fields in match; returns {event=, data=, seq=, time=}.
 ---@param name string
 ---@param opts? {match?: table, timeout?: duration, after?: integer}
----@return table
+---@return {seq: integer, event: string, data: any, time: string}
 function __VM:wait_event(name, opts) end
 
 --- QEMU's run state: "running", "paused", "shutdown", …
@@ -350,7 +356,7 @@ function __VM:kill() end
 
 --- Wait for QEMU to exit (default 2 min); reason is the QMP SHUTDOWN reason, "killed", "crashed" or "error".
 ---@param opts? {timeout?: duration}
----@return {code: integer, signal?: string, reason: string, detail?: string}
+---@return {code: integer, signal?: string, reason: string, detail?: string, stderr?: string}
 function __VM:wait(opts) end
 
 --- Save the screen as PNG (relative names go to the run directory); returns the path.
@@ -368,20 +374,10 @@ function __VM:send_keys(combo) end
 ---@return integer
 function __VM:forward(guest_port, proto) end
 
---- Save the VM's state (RAM, devices, disks as read-only layers); it then stops unless continue=true; refused (kind "refused") when QEMU cannot migrate it.
----@param opts? {name?: string, keep?: boolean, continue?: boolean, dir?: string, timeout?: duration}
----@return vmscript.Checkpoint
-function __VM:checkpoint(opts) end
-
 --- Plug (true) or pull (false) the virtual cable of every NIC, or of one (netdev id like "n1", or its 1-based index), via QMP set_link.
 ---@param up boolean
 ---@param nic? string|integer
 function __VM:link(up, nic) end
-
---- On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait until the LAN leased it an address and the guest carries it (default 1 min).
----@param opts? {shell?: vmscript.Shell, iface?: string, timeout?: duration}
----@return {ip: string, mac: string, iface: string, hostname: string, at: string, expires: string}
-function __VM:renew_lease(opts) end
 
 --- Log in on the serial getty (waits for "login: " through boot messages); returns a shell channel; kind "auth" on Login incorrect.
 ---@param opts {user: string, password?: string, timeout?: duration}
@@ -397,6 +393,16 @@ function __VM:shell(opts) end
 ---@param opts? {user?: string, password?: string, key?: string, keys?: string[], timeout?: duration, host_key?: string, sftp?: boolean, via?: "forward"|"lan", port?: integer}
 ---@return vmscript.SSHClient
 function __VM:ssh(opts) end
+
+--- Save the VM's state (RAM, devices, disks as read-only layers); it then stops unless continue=true; refused (kind "refused") when QEMU cannot migrate it.
+---@param opts? {name?: string, keep?: boolean, continue?: boolean, dir?: string, timeout?: duration}
+---@return vmscript.Checkpoint
+function __VM:checkpoint(opts) end
+
+--- On a fork on a vmscript LAN: give the guest's interface the fork's own MAC (a restored guest keeps the checkpoint's) through shell (default: the shell at the console's prompt) and wait until the LAN leased it an address and the guest carries it (default 1 min).
+---@param opts? {shell?: vmscript.Shell, iface?: string, timeout?: duration}
+---@return {ip: string, mac: string, hostname: string, at: string, expires: string, iface: string}
+function __VM:renew_lease(opts) end
 
 --- Text diffs (github.com/aymanbagabas/go-udiff).
 ---@class vmscript.module.diff
@@ -426,7 +432,7 @@ function iso.open_squashfs(path) end
 --- List what two images differ in: op "added", "removed" or "changed" (what: type, size, mode, target, content).
 ---@param a vmscript.IsoImage|string
 ---@param b vmscript.IsoImage|string
----@return {path: string, op: string, what: string[], a?: table, b?: table}[]
+---@return {path: string, op: string, what: string[], a?: {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}, b?: {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}, line: string}[]
 function iso.diff(a, b) end
 
 --- The run directory and its timeline (timeline.jsonl).
@@ -486,9 +492,9 @@ function notes.observe(text, opts) end
 ---@param text string
 function notes.conclude(text) end
 
---- Record a command with its exit code and an excerpt of its output (full output saved as an artifact when long).
+--- Record a command with its exit code and an excerpt of its output (full output saved as an artifact when long); a run's result can be passed as it is.
 ---@param cmd string
----@param result {output?: string, stdout?: string, stderr?: string, code?: integer, artifact?: string}
+---@param result {output?: string, stdout?: string, stderr?: string, code?: integer, artifact?: string, duration?: number, signal?: string}
 function notes.command(cmd, result) end
 
 --- Save data as an artifact (safe name, never overwritten: a suffix is added) and return its absolute path.

@@ -1,13 +1,13 @@
-// Package checkpoint boots once and splits many: it saves a running
-// machine's state (device state and RAM by migration to a file, disks as
-// read-only qcow2 layers) and starts any number of forks from it, each a new
-// QEMU restored with -incoming, with its own disk overlay, console, QMP and
-// network.
+// Package checkpoint saves a running VM's state — device state and RAM by
+// migration to a file, disks as read-only qcow2 layers — and derives the
+// QEMU configuration of forks restored from it (-incoming, a disk overlay of
+// their own, a new name and private directory). Booting a fork, waiting for
+// its restore and giving it a console is the guest's business:
+// machine.Checkpoint and Checkpoint.Fork use this package.
 //
-//	cp, err := checkpoint.Take(ctx, m, checkpoint.Options{Name: "booted", Continue: true})
-//	a, err := cp.Fork(ctx, checkpoint.ForkOptions{Name: "a"})
-//	b, err := cp.Fork(ctx, checkpoint.ForkOptions{Name: "b"})
-//	…
+//	cp, err := checkpoint.Take(ctx, vm, cfg, checkpoint.Options{Name: "booted", Continue: true})
+//	forkCfg, name, err := cp.ForkConfig(ctx, checkpoint.ForkOptions{})
+//	… start QEMU from forkCfg, then checkpoint.WaitRestored(ctx, forkVM) …
 //	cp.Close() // removes the files unless Keep
 //
 // What a fork inherits and what it does not:
@@ -19,16 +19,16 @@
 //     exactly or QEMU refuses the state.
 //   - A fresh serial socket and console log (<fork>.console.log) starting at
 //     the restore: nothing is printed by the guest until something happens,
-//     so a shell is resumed by typing (see AttachShell).
+//     so a shell is resumed by typing (machine.ResumeShell).
 //   - Its own user-mode network (slirp) with new ephemeral forward ports:
 //     SSH must be re-dialled on the fork's VM.Forwards(). Connections open at
 //     the checkpoint are dead on the host side.
 //   - A NIC's MAC is part of the migrated device state: virtio-net restores
 //     the checkpoint's MAC whatever the fork's command line says, and the
 //     guest keeps it in RAM too. On user networking that is harmless (every
-//     fork has its own slirp). On a LAN two forks would share a MAC; set a
-//     new one inside the guest (MACCommand) and renew the lease — in Lua,
-//     vm:renew_lease does both and waits for the LAN's lease.
+//     fork has its own slirp). On a LAN two forks would share a MAC:
+//     machine.RenewLease sets a new one inside the guest and waits for the
+//     LAN's lease (in Lua, vm:renew_lease).
 package checkpoint
 
 import (
@@ -45,7 +45,6 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/journal"
-	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
 	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -122,6 +121,8 @@ type Checkpoint struct {
 	useFile   bool
 	stateSize int64
 	took      time.Duration
+	// wasRunning is whether the guest ran when Take paused it.
+	wasRunning bool
 
 	mu      sync.Mutex
 	forks   int
@@ -156,17 +157,16 @@ func (c *Checkpoint) event(kind string, f map[string]any) {
 	}
 }
 
-// Take saves m's state: it pauses the guest, freezes every disk as a
-// read-only qcow2 layer (drive-backup while paused), saves the device state
-// and RAM by migration to a file, and then resumes the guest (Continue) or
-// stops the machine. A VM that QEMU cannot migrate (a mounted 9p share, a
-// device with a migration blocker) is refused with kind "refused" and QEMU's
-// reason before anything is paused; a save that does not finish within the
-// timeout fails with kind "timeout".
-func Take(ctx context.Context, m *machine.Machine, opt Options) (*Checkpoint, error) {
+// Take saves the state of vm, started from cfg: it pauses the guest,
+// freezes every disk as a read-only qcow2 layer (drive-backup while
+// paused), saves the device state and RAM by migration to a file, and then
+// resumes the guest (Continue) or leaves it paused for the caller to stop
+// (machine.Checkpoint stops it). A VM that QEMU cannot migrate (a mounted
+// 9p share, a device with a migration blocker) is refused with kind
+// "refused" and QEMU's reason before anything is paused; a save that does
+// not finish within the timeout fails with kind "timeout".
+func Take(ctx context.Context, vm *qemu.VM, cfg qemu.Config, opt Options) (*Checkpoint, error) {
 	t0 := time.Now()
-	vm := m.VM
-	cfg := m.Config
 	if opt.Name == "" {
 		opt.Name = vm.Name() + "-cp"
 	}
@@ -177,109 +177,29 @@ func Take(ctx context.Context, m *machine.Machine, opt Options) (*Checkpoint, er
 	if timeout <= 0 {
 		timeout = DefaultMigrateTimeout
 	}
-	// Refuse what cannot be migrated, before pausing anything.
-	info, err := queryMigrate(ctx, vm)
+	useFile, err := checkMigratable(ctx, vm)
 	if err != nil {
 		return nil, err
 	}
-	if len(info.BlockedReasons) > 0 {
-		return nil, refused(vm.Name(), strings.Join(info.BlockedReasons, "; "))
-	}
-	if info.Status == "active" || info.Status == "setup" {
-		return nil, vmerr.New(vmerr.Refused, "checkpoint: %s: a migration is already %s", vm.Name(), info.Status).With("vm", vm.Name())
-	}
-	useFile, err := supportsFileURI(ctx, vm)
+	dir, err := makeDir(opt, cfg)
 	if err != nil {
 		return nil, err
-	}
-
-	// The directory.
-	parent := opt.Dir
-	if parent == "" && cfg.Run != nil {
-		parent = cfg.Run.Path("checkpoints")
-	}
-	var dir string
-	if parent == "" {
-		d, err := os.MkdirTemp("", "vmscript-cp-"+opt.Name+"-")
-		if err != nil {
-			return nil, vmerr.Wrap(vmerr.IO, err, "checkpoint: directory")
-		}
-		dir = d
-	} else {
-		dir = filepath.Join(parent, opt.Name)
-		if _, err := os.Stat(dir); err == nil {
-			return nil, vmerr.New(vmerr.Usage, "checkpoint: %s exists already (a checkpoint of that name was taken in this directory); pick another name", dir).With("option", "name")
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, vmerr.Wrap(vmerr.IO, err, "checkpoint: directory")
-		}
-	}
-	if dir, err = filepath.Abs(dir); err != nil {
-		return nil, vmerr.Wrap(vmerr.IO, err, "checkpoint: directory")
 	}
 	c := &Checkpoint{
 		name: opt.Name, dir: dir, state: filepath.Join(dir, StateFile), cfg: cfg, mac: vm.MAC(),
 		run: cfg.Run, keep: opt.Keep, useFile: useFile, names: map[string]bool{},
 	}
-	fail := func(err error) (*Checkpoint, error) {
+	mctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.save(mctx, vm); err != nil {
 		os.RemoveAll(dir)
 		c.event("failed", map[string]any{"error": err.Error()})
 		return nil, err
 	}
-
-	mctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	status, err := vm.Status(mctx)
-	if err != nil {
-		return fail(err)
-	}
-	wasRunning := status == "running"
-	resume := func() {
-		if wasRunning {
-			rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer rcancel()
-			vm.Cont(rctx)
+	if opt.Continue && c.wasRunning {
+		if err := vm.Cont(ctx); err != nil {
+			return c, vmerr.Wrap(vmerr.KindOf(err), err, "checkpoint: %s saved, but resuming %s failed", c.name, vm.Name())
 		}
-	}
-	tPause := time.Now()
-	if wasRunning {
-		if _, err := vm.QMP(mctx, "stop", nil); err != nil {
-			return fail(err)
-		}
-	}
-
-	// Disks first: after a completed migration QEMU hands its images over
-	// (inactivates them) until cont, so block jobs must run before.
-	if len(cfg.Disks) > 0 {
-		layers, err := freezeDisks(mctx, vm, cfg, dir)
-		if err != nil {
-			resume()
-			return fail(err)
-		}
-		c.layers = layers
-	}
-
-	if err := migrate(mctx, vm, c.state, useFile); err != nil {
-		resume()
-		return fail(err)
-	}
-	c.took = time.Since(tPause)
-	if st, err := os.Stat(c.state); err == nil {
-		c.stateSize = st.Size()
-	}
-	for _, l := range c.layers {
-		os.Chmod(l.Path, 0o444)
-	}
-	os.Chmod(c.state, 0o444)
-
-	if opt.Continue {
-		if wasRunning {
-			if err := vm.Cont(ctx); err != nil {
-				return c, vmerr.Wrap(vmerr.KindOf(err), err, "checkpoint: %s saved, but resuming %s failed", c.name, vm.Name())
-			}
-		}
-	} else {
-		m.Stop(machine.DefaultStopGrace)
 	}
 	layers := make([]string, len(c.layers))
 	for i, l := range c.layers {
@@ -291,6 +211,99 @@ func Take(ctx context.Context, m *machine.Machine, opt Options) (*Checkpoint, er
 		"transport": map[bool]string{true: "file", false: "exec"}[useFile],
 	})
 	return c, nil
+}
+
+// checkMigratable refuses what cannot be migrated, before anything is
+// paused, and says whether QEMU migrates to "file:" URIs.
+func checkMigratable(ctx context.Context, vm *qemu.VM) (bool, error) {
+	info, err := queryMigrate(ctx, vm)
+	if err != nil {
+		return false, err
+	}
+	if len(info.BlockedReasons) > 0 {
+		return false, refused(vm.Name(), strings.Join(info.BlockedReasons, "; "))
+	}
+	if info.Status == "active" || info.Status == "setup" {
+		return false, vmerr.New(vmerr.Refused, "checkpoint: %s: a migration is already %s", vm.Name(), info.Status).With("vm", vm.Name())
+	}
+	return supportsFileURI(ctx, vm)
+}
+
+// makeDir makes the checkpoint's directory: opt.Dir/NAME, by default
+// checkpoints/NAME in the run directory, or a new temporary directory
+// without a run.
+func makeDir(opt Options, cfg qemu.Config) (string, error) {
+	parent := opt.Dir
+	if parent == "" && cfg.Run != nil {
+		parent = cfg.Run.Path("checkpoints")
+	}
+	var dir string
+	if parent == "" {
+		d, err := os.MkdirTemp("", "vmscript-cp-"+opt.Name+"-")
+		if err != nil {
+			return "", vmerr.Wrap(vmerr.IO, err, "checkpoint: directory")
+		}
+		dir = d
+	} else {
+		dir = filepath.Join(parent, opt.Name)
+		if _, err := os.Stat(dir); err == nil {
+			return "", vmerr.New(vmerr.Usage, "checkpoint: %s exists already (a checkpoint of that name was taken in this directory); pick another name", dir).With("option", "name")
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", vmerr.Wrap(vmerr.IO, err, "checkpoint: directory")
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", vmerr.Wrap(vmerr.IO, err, "checkpoint: directory")
+	}
+	return abs, nil
+}
+
+// save pauses the guest, freezes its disks and migrates its state to the
+// state file; on failure a running guest is resumed.
+func (c *Checkpoint) save(ctx context.Context, vm *qemu.VM) error {
+	status, err := vm.Status(ctx)
+	if err != nil {
+		return err
+	}
+	c.wasRunning = status == "running"
+	resume := func() {
+		if c.wasRunning {
+			rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer rcancel()
+			vm.Cont(rctx)
+		}
+	}
+	tPause := time.Now()
+	if c.wasRunning {
+		if _, err := vm.QMP(ctx, "stop", nil); err != nil {
+			return err
+		}
+	}
+	// Disks first: after a completed migration QEMU hands its images over
+	// (inactivates them) until cont, so block jobs must run before.
+	if len(c.cfg.Disks) > 0 {
+		layers, err := freezeDisks(ctx, vm, c.cfg, c.dir)
+		if err != nil {
+			resume()
+			return err
+		}
+		c.layers = layers
+	}
+	if err := migrate(ctx, vm, c.state, c.useFile); err != nil {
+		resume()
+		return err
+	}
+	c.took = time.Since(tPause)
+	if st, err := os.Stat(c.state); err == nil {
+		c.stateSize = st.Size()
+	}
+	for _, l := range c.layers {
+		os.Chmod(l.Path, 0o444)
+	}
+	os.Chmod(c.state, 0o444)
+	return nil
 }
 
 // migrationInfo is the part of query-migrate's reply Take reads.

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/testenv"
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/checkpoint"
@@ -46,13 +47,12 @@ func labConfig(t *testing.T, ctx context.Context, name string, run *journal.Run)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return qemu.Config{Name: name, Memory: "512M", Run: run,
-		Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: img.Manifest.Append}
+	return qemu.Config{Name: name, Memory: "512M", Run: run, Devices: []qemu.Device{img.DirectBoot()}}
 }
 
 func boot(t *testing.T, ctx context.Context, cfg qemu.Config) *machine.Machine {
 	t.Helper()
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{QEMU: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestE2EMiniForks(t *testing.T) {
 	u0 := uptime(t, ctx, sh)
 	wall0 := time.Now()
 
-	cp, err := checkpoint.Take(ctx, m, checkpoint.Options{Name: "cp", Continue: true})
+	cp, err := m.Checkpoint(ctx, checkpoint.Options{Name: "cp", Continue: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestE2EMiniForks(t *testing.T) {
 	}
 	run(t, ctx, sh, "echo original > /tmp/y && printf rw-after! | dd of=/dev/vdb conv=notrunc 2>/dev/null && sync")
 
-	forks, err := cp.ForkMany(ctx, 2, checkpoint.ForkOptions{})
+	forks, err := cp.ForkMany(ctx, []string{"", ""}, machine.ForkOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestE2EMiniForks(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fsh, err := checkpoint.AttachShell(ctx, f, shell.Options{})
+			fsh, err := f.ResumeShell(ctx, shell.Options{})
 			if err != nil {
 				t.Errorf("fork %s: %v", f.VM.Name(), err)
 				return
@@ -255,7 +255,7 @@ func TestE2EBlocker(t *testing.T) {
 		"-device", "ivshmem-plain,memdev=hm",
 	}
 	m := boot(t, ctx, cfg)
-	_, err := checkpoint.Take(ctx, m, checkpoint.Options{Name: "cp"})
+	_, err := m.Checkpoint(ctx, checkpoint.Options{Name: "cp"})
 	if !vmerr.Is(err, vmerr.Refused) {
 		t.Fatalf("Take = %v, want kind refused", err)
 	}
@@ -293,7 +293,7 @@ func TestE2ESystemdShutdowns(t *testing.T) {
 	cold := time.Since(t0)
 	run(t, ctx, sh, "echo before > /tmp/x")
 
-	cp, err := checkpoint.Take(ctx, m, checkpoint.Options{Name: "booted"})
+	cp, err := m.Checkpoint(ctx, checkpoint.Options{Name: "booted"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestE2ESystemdShutdowns(t *testing.T) {
 		t.Fatal("the original still runs after a checkpoint without Continue")
 	}
 	t1 := time.Now()
-	forks, err := cp.ForkMany(ctx, 2, checkpoint.ForkOptions{})
+	forks, err := cp.ForkMany(ctx, []string{"", ""}, machine.ForkOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestE2ESystemdShutdowns(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fsh, err := checkpoint.AttachShell(ctx, f, shell.Options{User: "root"})
+			fsh, err := f.ResumeShell(ctx, shell.Options{User: "root"})
 			if err != nil {
 				t.Errorf("fork %s: %v", f.VM.Name(), err)
 				return

@@ -1,13 +1,15 @@
-package checkpoint
+package checkpoint_test
 
 import (
 	"context"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/vmscript/vmscript/internal/testenv"
+
 	"github.com/vmscript/vmscript/lab"
+	"github.com/vmscript/vmscript/toolkit/checkpoint"
 	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
@@ -26,8 +28,7 @@ func TestE2ETimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := testenv.Run(t)
-	m, err := machine.Boot(ctx, qemu.Config{Name: "slow", Memory: "512M", Net: "none", Run: run,
-		Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: img.Manifest.Append}, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{QEMU: qemu.Config{Name: "slow", Memory: "512M", Net: "none", Run: run}, Lab: img})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,10 +36,8 @@ func TestE2ETimeout(t *testing.T) {
 	if _, err := m.Console.ExpectText(ctx, "# ", console.ExpectOptions{Timeout: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	old := maxBandwidth
-	maxBandwidth = 1 << 20
-	defer func() { maxBandwidth = old }()
-	_, err = Take(ctx, m, Options{Name: "cp", Timeout: time.Second})
+	defer checkpoint.SetMaxBandwidth(1 << 20)()
+	_, err = m.Checkpoint(ctx, checkpoint.Options{Name: "cp", Timeout: time.Second})
 	if !vmerr.Is(err, vmerr.Timeout) {
 		t.Fatalf("Take = %v, want kind timeout", err)
 	}

@@ -92,6 +92,7 @@ type Options struct {
 // Console is a lossless serial console. It is safe for concurrent use.
 type Console struct {
 	name        string
+	logPath     string
 	source      string
 	run         *journal.Run
 	lineEnding  string
@@ -131,8 +132,8 @@ type Console struct {
 // Mark is a position in the console stream: Text is the offset in the
 // ANSI-stripped text, Raw the offset in the raw bytes.
 type Mark struct {
-	Text int64
-	Raw  int64
+	Text int64 `json:"text"`
+	Raw  int64 `json:"raw"`
 }
 
 type waiter struct{ ch chan struct{} }
@@ -142,6 +143,7 @@ type waiter struct{ ch chan struct{} }
 func New(opt Options) (*Console, error) {
 	c := &Console{
 		name:        opt.Name,
+		logPath:     opt.LogPath,
 		source:      "console:" + opt.Name,
 		run:         opt.Run,
 		lineEnding:  opt.LineEnding,
@@ -176,6 +178,9 @@ func New(opt Options) (*Console, error) {
 
 // Name returns the VM name the console was created with.
 func (c *Console) Name() string { return c.name }
+
+// LogPath returns the console log's path ("" without a log).
+func (c *Console) LogPath() string { return c.logPath }
 
 // Attach starts the reader goroutine on rw (the serial socket): every read
 // is fed to the console. Send writes to rw. A console can be attached once.

@@ -92,17 +92,18 @@ type ExpectOptions struct {
 // Match is a successful wait.
 type Match struct {
 	// Text is the matched text.
-	Text string
+	Text string `json:"text"`
 	// Index is the 0-based index of the pattern that matched.
-	Index int
+	Index int `json:"index"`
 	// Captures holds a regex's submatches (groups 1…n; "" for a group that
 	// did not participate). nil for plain patterns.
-	Captures []string
+	Captures []string `json:"captures"`
 	// Before is the text between From and the match.
-	Before string
+	Before string `json:"before"`
 	// Start and End are the positions of the match's first byte and of the
 	// byte after it.
-	Start, End Mark
+	Start Mark `json:"-"`
+	End   Mark `json:"mark"`
 }
 
 type compiled struct {

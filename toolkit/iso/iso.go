@@ -733,7 +733,7 @@ type Change struct {
 	// Op is "added", "removed" or "changed".
 	Op string `json:"op"`
 	// What lists what changed: "type", "size", "mode", "target", "content".
-	What []string `json:"what,omitempty"`
+	What []string `json:"what"`
 	// A and B are the entries in the first and second image (nil when
 	// absent).
 	A *Entry `json:"a,omitempty"`

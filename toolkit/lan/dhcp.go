@@ -31,28 +31,28 @@ const (
 // Event is one DHCP message, received ("in") or sent ("out").
 type Event struct {
 	// At is when the message was received or sent.
-	At time.Time
+	At time.Time `json:"at"`
 	// Dir is "in" (from a client) or "out" (the server's reply).
-	Dir string
+	Dir string `json:"dir"`
 	// Type is DISCOVER, OFFER, REQUEST, ACK, NAK, RELEASE, DECLINE or
 	// INFORM (or the number of an unknown type).
-	Type string
+	Type string `json:"type"`
 	// MAC is the client's hardware address.
-	MAC string
+	MAC string `json:"mac"`
 	// XID is the transaction id, "0x1234abcd".
-	XID string
+	XID string `json:"xid"`
 	// Hostname is the client's host name option (12), if any.
-	Hostname string
+	Hostname string `json:"hostname,omitempty"`
 	// Requested is the address the client asked for (option 50 or ciaddr).
-	Requested string
+	Requested string `json:"requested,omitempty"`
 	// Offered is the address in an OFFER or ACK (yiaddr).
-	Offered string
+	Offered string `json:"offered,omitempty"`
 	// Bootfile is the boot file name of an OFFER or ACK (option 67) when a
 	// netboot server is attached.
-	Bootfile string
+	Bootfile string `json:"bootfile,omitempty"`
 	// Note says what the server did about it when that is not the obvious:
 	// "not answered: DHCP paused", "NAK injected", "for server 10.0.3.9", …
-	Note string
+	Note string `json:"note,omitempty"`
 }
 
 // String renders the event as one line of the DHCP log.
@@ -90,15 +90,15 @@ func (e Event) fields() map[string]any {
 // Lease is an address the server acknowledged.
 type Lease struct {
 	// IP is the leased address.
-	IP netip.Addr
+	IP netip.Addr `json:"ip"`
 	// MAC is the client's hardware address.
-	MAC string
+	MAC string `json:"mac"`
 	// Hostname is the client's host name option, if it sent one.
-	Hostname string
+	Hostname string `json:"hostname"`
 	// At is when the ACK was sent.
-	At time.Time
+	At time.Time `json:"at"`
 	// Expires is when the lease runs out unless renewed.
-	Expires time.Time
+	Expires time.Time `json:"expires"`
 }
 
 // DHCP is the LAN's DHCP server: pool, static leases, PXE options, events,
@@ -731,4 +731,14 @@ func (d *DHCP) decline(mac string, ip netip.Addr) {
 			}
 		}
 	}
+}
+
+// Record is the event as vmscript reports it (to Lua, the timeline): its
+// fields and its line in the DHCP log.
+func (e Event) Record() any {
+	type fields Event
+	return struct {
+		fields
+		Line string `json:"line"`
+	}{fields(e), e.String()}
 }

@@ -3,7 +3,6 @@ package lan_test
 import (
 	"context"
 	"fmt"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/testenv"
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/console"
@@ -58,7 +59,7 @@ func boot(t *testing.T, ctx context.Context, l *lan.LAN, run *journal.Run, cfg q
 		f, _, err := l.Attach(vm, mac)
 		return f, err
 	}}}
-	m, err := machine.Boot(ctx, cfg, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{QEMU: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestE2EMiniLAN(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 
 	cfg := func(name string) qemu.Config {
-		return qemu.Config{Name: name, Memory: "256M", Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: img.Manifest.Append}
+		return qemu.Config{Name: name, Memory: "256M", Devices: []qemu.Device{img.DirectBoot()}}
 	}
 	t0 := time.Now()
 	a := boot(t, ctx, l, run, cfg("mini-a"))
@@ -262,11 +263,10 @@ func TestE2ESystemdMatchMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	appendFor := func(knob string) string {
-		return strings.Replace(img.Manifest.Append, "lab.lan=match", "lab.lan="+knob, 1)
-	}
 	cfg := func(name, knob string) qemu.Config {
-		return qemu.Config{Name: name, Memory: "1G", Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: appendFor(knob)}
+		kernel := img.DirectBoot()
+		kernel.Append = strings.Replace(kernel.Append, "lab.lan=match", "lab.lan="+knob, 1)
+		return qemu.Config{Name: name, Memory: "1G", Devices: []qemu.Device{kernel}}
 	}
 	t0 := time.Now()
 	good := boot(t, ctx, l, run, cfg("sd-match", "match"))

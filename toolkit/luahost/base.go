@@ -272,3 +272,14 @@ func luaWhere(L *lua.LState) string {
 	}
 	return ""
 }
+
+// inCall names the Lua function running now at the start of an error's
+// message: errors of the layers below (a machine's, a pool's) do not know
+// which call of the script they answer.
+func (h *Host) inCall(err error) error {
+	var ve *vmerr.Error
+	if h.current != "" && errors.As(err, &ve) && !strings.HasPrefix(ve.Message, h.current) {
+		ve.Message = h.current + ": " + strings.TrimPrefix(ve.Message, "machine: ")
+	}
+	return err
+}

@@ -1,18 +1,18 @@
 package luahost
 
 import (
-	"encoding/json"
-	"fmt"
 	"math"
 	"sort"
-	"time"
+
+	"github.com/vmscript/vmscript/toolkit/record"
 
 	lua "github.com/yuin/gopher-lua"
 )
 
 // ToLua converts a Go value (nil, bool, numbers, string, []byte, []string,
-// []any, map[string]any, time.Time, time.Duration, json.RawMessage, or an
-// LValue) to a Lua value. Durations become seconds; times become RFC 3339.
+// []any, map[string]any, time.Time, time.Duration, json.RawMessage, an
+// LValue, or a record: a struct with json tags, see package record) to a Lua
+// value. Durations become seconds; times become RFC 3339.
 func ToLua(L *lua.LState, v any) lua.LValue {
 	switch x := v.(type) {
 	case nil:
@@ -23,42 +23,18 @@ func ToLua(L *lua.LState, v any) lua.LValue {
 		return lua.LBool(x)
 	case string:
 		return lua.LString(x)
-	case []byte:
-		return lua.LString(string(x))
 	case int:
 		return lua.LNumber(x)
 	case int64:
 		return lua.LNumber(x)
 	case uint64:
 		return lua.LNumber(x)
-	case int32:
-		return lua.LNumber(x)
-	case uint32:
-		return lua.LNumber(x)
 	case float64:
 		return lua.LNumber(x)
-	case float32:
-		return lua.LNumber(x)
-	case time.Duration:
-		return lua.LNumber(x.Seconds())
-	case time.Time:
-		return lua.LString(x.Format(time.RFC3339Nano))
-	case []string:
-		t := L.CreateTable(len(x), 0)
-		for _, s := range x {
-			t.Append(lua.LString(s))
-		}
-		return t
 	case []any:
 		t := L.CreateTable(len(x), 0)
 		for _, e := range x {
 			t.Append(ToLua(L, e))
-		}
-		return t
-	case map[string]string:
-		t := L.CreateTable(0, len(x))
-		for k, e := range x {
-			t.RawSetString(k, lua.LString(e))
 		}
 		return t
 	case map[string]any:
@@ -67,22 +43,12 @@ func ToLua(L *lua.LState, v any) lua.LValue {
 			t.RawSetString(k, ToLua(L, e))
 		}
 		return t
-	case json.RawMessage:
-		var anyv any
-		if err := json.Unmarshal(x, &anyv); err != nil {
-			return lua.LString(string(x))
-		}
-		return ToLua(L, anyv)
 	case error:
 		return lua.LString(x.Error())
-	case fmt.Stringer:
-		return lua.LString(x.String())
 	default:
-		data, err := json.Marshal(x)
-		if err != nil {
-			return lua.LString(fmt.Sprint(x))
-		}
-		return ToLua(L, json.RawMessage(data))
+		// Everything else (other numbers, []string, maps, durations,
+		// times, raw JSON, records) comes back as one of the above.
+		return ToLua(L, record.Value(x))
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 )
 
 // TypeDoc describes a table type that appears in Params or Returns by name,
@@ -26,85 +25,11 @@ type TypeDoc struct {
 	Fields []Field
 }
 
-var typeRegistry struct {
-	sync.Mutex
-	types map[string]TypeDoc
-}
-
-// RegisterType adds a named table type to the reference. Bindings call it
-// from init. Registering a name twice panics.
-func RegisterType(t TypeDoc) {
-	typeRegistry.Lock()
-	defer typeRegistry.Unlock()
-	if typeRegistry.types == nil {
-		typeRegistry.types = map[string]TypeDoc{}
-	}
-	if _, dup := typeRegistry.types[t.Name]; dup {
-		panic(fmt.Sprintf("luahost: type %q registered twice", t.Name))
-	}
-	typeRegistry.types[t.Name] = t
-}
-
-// Types returns the registered table types sorted by name.
+// Types returns the table types of the reference sorted by name.
 func Types() []TypeDoc {
-	typeRegistry.Lock()
-	defer typeRegistry.Unlock()
-	out := make([]TypeDoc, 0, len(typeRegistry.types))
-	for _, t := range typeRegistry.types {
-		out = append(out, t)
-	}
+	out := []TypeDoc{labImageType(), patternType(), qemuStartOpts()}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-func init() {
-	RegisterType(TypeDoc{
-		Name: "vmscript.QemuStartOpts",
-		Doc:  "Options of qemu.start: what to boot, how, and on which network.",
-		Fields: []Field{
-			{Name: "name", Type: "string?", Doc: "VM name, unique in the run; file names in the run directory start with it (default \"vm\")."},
-			{Name: "lab", Type: "(\"mini\"|\"systemd\")?", Doc: "Boot a lab guest's kernel and initramfs (built with `vmscript lab build`)."},
-			{Name: "append_extra", Type: "string?", Doc: "Words added to the lab guest's kernel command line (needs lab)."},
-			{Name: "iso", Type: "string?", Doc: "ISO image to boot from (attached read-only)."},
-			{Name: "kernel", Type: "string?", Doc: "Kernel for direct boot."},
-			{Name: "initrd", Type: "string?", Doc: "Initramfs for direct boot."},
-			{Name: "append", Type: "string?", Doc: "Kernel command line for direct boot."},
-			{Name: "disks", Type: "(string|{path: string, format?: string, snapshot?: boolean, interface?: string})[]?", Doc: "Disk images; snapshot=true (the default) never writes the image."},
-			{Name: "memory", Type: "string?", Doc: "Guest memory, e.g. \"512M\", \"2G\"."},
-			{Name: "cpus", Type: "integer?", Doc: "Number of virtual CPUs."},
-			{Name: "machine", Type: "string?", Doc: "QEMU machine type (default q35)."},
-			{Name: "accel", Type: "(\"kvm\"|\"tcg\")?", Doc: "Accelerator; default KVM when /dev/kvm is usable, else TCG."},
-			{Name: "firmware", Type: "(\"bios\"|\"uefi\")?", Doc: "Firmware (default bios)."},
-			{Name: "boot", Type: "string?", Doc: "QEMU boot order, e.g. \"d\" for CD-ROM, \"n\" for network."},
-			{Name: "net", Type: "(\"user\"|\"none\"|vmscript.LAN)?", Doc: "\"user\" (default) for QEMU user networking, or a LAN from lan.new."},
-			{Name: "nics", Type: "table?", Doc: "More NICs: a list of networks as for net."},
-			{Name: "mac", Type: "string?", Doc: "MAC address of the first NIC."},
-			{Name: "forwards", Type: "(integer|{guest: integer, host?: integer, proto?: \"tcp\"|\"udp\", host_addr?: string})[]?", Doc: "Port forwards from 127.0.0.1 to the guest (user networking)."},
-			{Name: "netboot", Type: "vmscript.NetbootServer?", Doc: "Boot from this netboot server."},
-			{Name: "bootfile", Type: "string?", Doc: "The file the netboot server hands out first (needs netboot)."},
-			{Name: "serial_bios", Type: "boolean?", Doc: "Send the BIOS's output to the serial console as well."},
-			{Name: "serial_log", Type: "string?", Doc: "Also have QEMU write the serial output to this file (relative to the run directory)."},
-			{Name: "net_user_extra", Type: "string?", Doc: "Extra options for -netdev user."},
-			{Name: "qemu_args", Type: "string[]?", Doc: "Extra QEMU arguments, appended as given."},
-			{Name: "binary", Type: "string?", Doc: "QEMU binary (default qemu-system-x86_64)."},
-		},
-	})
-	RegisterType(TypeDoc{
-		Name: "vmscript.LabImage",
-		Doc:  "A built lab guest as lab.image returns it: its directory and the paths of its files.",
-		Fields: []Field{
-			{Name: "name", Type: "string", Doc: "The lab's name (\"mini\" or \"systemd\")."},
-			{Name: "dir", Type: "string", Doc: "The cache directory of the build."},
-			{Name: "kernel_release", Type: "string", Doc: "The Debian kernel's release."},
-			{Name: "append", Type: "string", Doc: "The kernel command line the lab boots with."},
-			{Name: "vmlinuz", Type: "string", Doc: "Path of the kernel."},
-			{Name: "initramfs", Type: "string", Doc: "Path of the initramfs."},
-			{Name: "ssh_key", Type: "string?", Doc: "Path of the private SSH key that logs in as root."},
-			{Name: "iso", Type: "string?", Doc: "systemd: the bootable ISO with the regression's knobs."},
-			{Name: "good_iso", Type: "string?", Doc: "systemd: the known-good ISO."},
-			{Name: "netboot", Type: "string?", Doc: "systemd: the netboot tree."},
-		},
-	})
 }
 
 // Doc lines: one line, no trailing newline.
@@ -311,68 +236,74 @@ func signature(owner, sep string, f Func) string {
 // false when topic names nothing.
 func WriteReference(w io.Writer, topic string) bool {
 	owner, member, hasMember := strings.Cut(strings.Replace(topic, ":", ".", 1), ".")
-	if topic == "" {
-		hasMember = false
-	}
-	found := false
-	printFuncs := func(name, sep string, fns []Func) {
-		for _, f := range fns {
-			if hasMember && f.Name != member {
-				continue
-			}
-			found = true
-			fmt.Fprintf(w, "  %s\n      %s\n", signature(name, sep, f), f.Doc)
-		}
-	}
-	printFields := func(name string, fs []Field) {
-		for _, f := range fs {
-			if hasMember && f.Name != member {
-				continue
-			}
-			found = true
-			fmt.Fprintf(w, "  %s.%s: %s\n      %s\n", name, f.Name, f.Type, f.Doc)
-		}
-	}
+	r := &reference{w: w, member: member, hasMember: hasMember && topic != ""}
 	for _, m := range Modules() {
-		if topic != "" && m.Name != owner {
-			continue
-		}
-		if !hasMember {
-			found = true
-			fmt.Fprintf(w, "%s (module): %s\n", m.Name, m.Doc)
-		}
-		printFields(m.Name, m.Fields)
-		printFuncs(m.Name, ".", m.Funcs)
-		if !hasMember {
-			fmt.Fprintln(w)
+		if topic == "" || m.Name == owner {
+			r.heading("%s (module): %s\n", m.Name, m.Doc)
+			r.fields(m.Name, m.Fields)
+			r.funcs(m.Name, ".", m.Funcs)
+			r.end()
 		}
 	}
 	for _, c := range Classes() {
-		if topic != "" && c.Name != owner && classType(c.Name) != topic {
-			continue
-		}
-		if !hasMember {
-			found = true
-			fmt.Fprintf(w, "%s (object, %s): %s\n", c.Name, classType(c.Name), c.Doc)
-		}
-		printFields(c.Name, c.Fields)
-		printFuncs(c.Name, ":", c.Methods)
-		if !hasMember {
-			fmt.Fprintln(w)
+		if topic == "" || c.Name == owner || classType(c.Name) == topic {
+			r.heading("%s (object, %s): %s\n", c.Name, classType(c.Name), c.Doc)
+			r.fields(c.Name, c.Fields)
+			r.funcs(c.Name, ":", c.Methods)
+			r.end()
 		}
 	}
 	for _, t := range Types() {
-		if topic != "" && t.Name != topic && t.Name != "vmscript."+topic {
-			continue
+		if topic == "" || t.Name == topic || t.Name == "vmscript."+topic {
+			r.found = true
+			fmt.Fprintf(w, "%s (table type): %s\n", t.Name, t.Doc)
+			for _, f := range t.Fields {
+				fmt.Fprintf(w, "  %s: %s\n      %s\n", f.Name, f.Type, f.Doc)
+			}
+			fmt.Fprintln(w)
 		}
-		found = true
-		fmt.Fprintf(w, "%s (table type): %s\n", t.Name, t.Doc)
-		for _, f := range t.Fields {
-			fmt.Fprintf(w, "  %s: %s\n      %s\n", f.Name, f.Type, f.Doc)
-		}
-		fmt.Fprintln(w)
 	}
-	return found
+	return r.found
+}
+
+// reference writes the plain-text reference of WriteReference: a whole
+// module or class, or only its member named member.
+type reference struct {
+	w         io.Writer
+	member    string
+	hasMember bool
+	found     bool
+}
+
+func (r *reference) heading(format string, a ...any) {
+	if !r.hasMember {
+		r.found = true
+		fmt.Fprintf(r.w, format, a...)
+	}
+}
+
+func (r *reference) end() {
+	if !r.hasMember {
+		fmt.Fprintln(r.w)
+	}
+}
+
+func (r *reference) funcs(owner, sep string, fns []Func) {
+	for _, f := range fns {
+		if !r.hasMember || f.Name == r.member {
+			r.found = true
+			fmt.Fprintf(r.w, "  %s\n      %s\n", signature(owner, sep, f), f.Doc)
+		}
+	}
+}
+
+func (r *reference) fields(owner string, fs []Field) {
+	for _, f := range fs {
+		if !r.hasMember || f.Name == r.member {
+			r.found = true
+			fmt.Fprintf(r.w, "  %s.%s: %s\n      %s\n", owner, f.Name, f.Type, f.Doc)
+		}
+	}
 }
 
 // mdEscape keeps a type readable in a Markdown table cell.

@@ -19,8 +19,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/notes"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	lua "github.com/yuin/gopher-lua"
@@ -44,6 +46,9 @@ type Options struct {
 	Run *journal.Run
 	// Stdout receives print(); Stderr receives warnings. Default os.Stdout/os.Stderr.
 	Stdout, Stderr io.Writer
+	// Modules are more modules for this host only, beside the Lua API's
+	// (tests and programs that embed the host).
+	Modules []Module
 }
 
 // Host is one Lua runtime bound to one run.
@@ -53,12 +58,22 @@ type Host struct {
 	opt Options
 	ctx context.Context
 
+	// started is when the host was made: time.now's clock without a run.
+	started time.Time
+	// pool holds the run's guests: unique names, forks, the list.
+	pool *machine.Pool
+	// lanNames are the LAN names taken in this run (their files would
+	// collide).
+	lanNames map[string]bool
+	// notebook is notes.md, opened on the first use of notes.
+	notebook *notes.Notebook
+	// objects gives each Go value one Lua object (see NewObject).
+	objects map[objectKey]*lua.LUserData
+	metas   map[string]*lua.LTable
+
 	mu       sync.Mutex
 	cleanups []cleanup
 	exitCode *int
-	metas    map[string]*lua.LTable
-	// names are the VM names used in this run.
-	names map[string]bool
 	// posted are callbacks from background goroutines (console watchers)
 	// waiting to run on the Lua goroutine.
 	posted []func()
@@ -85,7 +100,8 @@ func New(ctx context.Context, opt Options) (*Host, error) {
 		opt.Stderr = os.Stderr
 	}
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	h := &Host{L: L, opt: opt, ctx: ctx, metas: map[string]*lua.LTable{}}
+	h := &Host{L: L, opt: opt, ctx: ctx, started: time.Now(), pool: machine.NewPool(opt.Run),
+		lanNames: map[string]bool{}, objects: map[objectKey]*lua.LUserData{}, metas: map[string]*lua.LTable{}}
 	for _, lib := range []struct {
 		name string
 		fn   lua.LGFunction
@@ -107,7 +123,7 @@ func New(ctx context.Context, opt Options) (*Host, error) {
 	h.setupRequire()
 	h.setupBase()
 	h.setupArgs()
-	for _, m := range Modules() {
+	for _, m := range append(Modules(), opt.Modules...) {
 		h.openModule(m)
 	}
 	L.SetContext(ctx)
@@ -425,9 +441,7 @@ func (h *Host) ToString(v lua.LValue) string { return h.tostring(v) }
 
 // OpenNotebook returns the run's notebook if the script opened one (used
 // notes.*), without creating notes.md otherwise.
-func (h *Host) OpenNotebook() *notes.Notebook {
-	if nb, ok := notebooks.Load(h); ok {
-		return nb.(*notes.Notebook)
-	}
-	return nil
-}
+func (h *Host) OpenNotebook() *notes.Notebook { return h.notebook }
+
+// Pool returns the run's guests.
+func (h *Host) Pool() *machine.Pool { return h.pool }

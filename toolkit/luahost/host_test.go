@@ -219,14 +219,14 @@ func TestJournalAndPrintGoToTimeline(t *testing.T) {
 }
 
 func TestOptsRefuseUnknownKeys(t *testing.T) {
-	Register(Module{Name: "optstest", Doc: "test", Funcs: []Func{{
+	probe := Module{Name: "optstest", Doc: "test", Funcs: []Func{{
 		Name: "f", Doc: "test", Fn: func(h *Host, L *lua.LState) int {
 			o := h.Opts(L, 1, "optstest.f")
 			L.Push(lua.LNumber(o.Duration("timeout", time.Second).Seconds()))
 			L.Push(lua.LString(o.OneOf("mode", "a", "a", "b")))
 			o.Done()
 			return 2
-		}}}})
+		}}}}
 	out, err := runLua(t, nil, `
 		print(optstest.f{timeout = "3m", mode = "b"})
 		print(optstest.f())
@@ -234,7 +234,7 @@ func TestOptsRefuseUnknownKeys(t *testing.T) {
 		print(e.kind, e.message)
 		ok, e = pcall(optstest.f, {mode = "c"})
 		print(e.message)
-	`, nil, Options{})
+	`, nil, Options{Modules: []Module{probe}})
 	if err != nil {
 		t.Fatal(err)
 	}

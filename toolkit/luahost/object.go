@@ -7,13 +7,25 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
-// NewObject wraps a Go value as a Lua object of a registered class: methods
-// are found by name, other names go to the class's Get.
+// NewObject wraps a Go value (a pointer) as a Lua object of a registered
+// class: methods are found by name, other names go to the class's Get. The
+// same value always gives the same object, so vm.console == vm.console.
 func (h *Host) NewObject(L *lua.LState, class string, value any) *lua.LUserData {
+	key := objectKey{class, value}
+	if ud, ok := h.objects[key]; ok {
+		return ud
+	}
 	ud := L.NewUserData()
 	ud.Value = value
 	L.SetMetatable(ud, h.classMeta(L, class))
+	h.objects[key] = ud
 	return ud
+}
+
+// objectKey identifies a Lua object: a Go pointer seen as a class.
+type objectKey struct {
+	class string
+	value any
 }
 
 // CheckObject returns the Go value of the object at stack index n, raising a
@@ -50,37 +62,48 @@ func (h *Host) classMeta(L *lua.LState, name string) *lua.LTable {
 	}
 	mt := L.NewTable()
 	mt.RawSetString("__name", lua.LString(name))
-	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
-		ud := L.CheckUserData(1)
-		key := L.CheckString(2)
-		if m := methods.RawGetString(key); m != lua.LNil {
-			L.Push(m)
-			return 1
-		}
-		if c.Get != nil {
-			if v := c.Get(h, L, ud.Value, key); v != nil {
-				L.Push(v)
-				return 1
-			}
-		}
-		h.Raise(L, vmerr.New(vmerr.Usage, "%s has no field or method %q", name, key))
-		return 0
-	}))
+	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int { return h.index(L, c, methods) }))
 	mt.RawSetString("__newindex", L.NewFunction(func(L *lua.LState) int {
 		h.Raise(L, vmerr.New(vmerr.Usage, "%s fields are read-only (tried to set %q)", name, L.CheckString(2)))
 		return 0
 	}))
-	mt.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
-		ud := L.CheckUserData(1)
-		if s, ok := ud.Value.(fmt.Stringer); ok {
-			L.Push(lua.LString(s.String()))
-		} else {
-			L.Push(lua.LString(fmt.Sprintf("%s: %p", name, ud)))
-		}
-		return 1
-	}))
+	mt.RawSetString("__tostring", L.NewFunction(objectString))
 	h.metas[name] = mt
 	return mt
+}
+
+// index resolves obj.key: a method, else a field of the class.
+func (h *Host) index(L *lua.LState, c Class, methods *lua.LTable) int {
+	ud := L.CheckUserData(1)
+	key := L.CheckString(2)
+	if m := methods.RawGetString(key); m != lua.LNil {
+		L.Push(m)
+		return 1
+	}
+	if c.Get != nil {
+		if v := c.Get(h, L, ud.Value, key); v != nil {
+			L.Push(v)
+			return 1
+		}
+	}
+	h.Raise(L, vmerr.New(vmerr.Usage, "%s has no field or method %q", c.Name, key))
+	return 0
+}
+
+// objectString is tostring(obj): the Go value's String, else its class and
+// address.
+func objectString(L *lua.LState) int {
+	ud := L.CheckUserData(1)
+	if s, ok := ud.Value.(fmt.Stringer); ok {
+		L.Push(lua.LString(s.String()))
+	} else {
+		name := "object"
+		if mt, ok := L.GetMetatable(ud).(*lua.LTable); ok {
+			name = lua.LVAsString(mt.RawGetString("__name"))
+		}
+		L.Push(lua.LString(fmt.Sprintf("%s: %p", name, ud)))
+	}
+	return 1
 }
 
 // wrap turns a registered Func into a Lua function that checks the run has

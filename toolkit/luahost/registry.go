@@ -3,7 +3,6 @@ package luahost
 import (
 	"fmt"
 	"sort"
-	"sync"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -20,7 +19,8 @@ type Func struct {
 	Returns string
 	// Doc is one line saying what the function does.
 	Doc string
-	// Fn implements the function. For a method, argument 1 is the object.
+	// Fn implements the function, a Host method (`(*Host).qemuStart`).
+	// For a method, argument 1 is the object.
 	Fn func(h *Host, L *lua.LState) int
 }
 
@@ -60,44 +60,50 @@ type Class struct {
 	Get func(h *Host, L *lua.LState, self any, name string) lua.LValue
 }
 
-var registry struct {
-	sync.Mutex
-	modules map[string]Module
-	classes map[string]Class
-	// extensions are methods added to a class by ExtendClass.
-	extensions map[string][]Func
+// builtinModules are the modules of the Lua API, one file each.
+func builtinModules() []Module {
+	return []Module{diffModule(), isoModule(), journalModule(), labModule(), lanModule(), netbootModule(),
+		notesModule(), qemuModule(), sshModule(), timeModule(), vmscriptModule()}
 }
 
-// Register adds a module to every Host created afterwards. Bindings call it
-// from init. Registering a name twice panics: it is a programming error.
-func Register(m Module) {
-	registry.Lock()
-	defer registry.Unlock()
-	if registry.modules == nil {
-		registry.modules = map[string]Module{}
-	}
-	if _, dup := registry.modules[m.Name]; dup {
-		panic(fmt.Sprintf("luahost: module %q registered twice", m.Name))
-	}
-	checkFuncs(m.Name, m.Funcs)
-	registry.modules[m.Name] = m
+// builtinClasses are the object types of the Lua API, one file each.
+func builtinClasses() []Class {
+	return []Class{checkpointClass(), consoleClass(), isoImageClass(), lanClass(), lanDHCPClass(),
+		netbootServerClass(), shellClass(), sshClientClass(), vmClass()}
 }
 
-// RegisterClass adds an object type. Bindings call it from init.
-func RegisterClass(c Class) {
-	registry.Lock()
-	defer registry.Unlock()
-	if registry.classes == nil {
-		registry.classes = map[string]Class{}
+// Modules returns the modules of the Lua API sorted by name.
+func Modules() []Module {
+	out := builtinModules()
+	for _, m := range out {
+		mustBeComplete(m.Name, m.Funcs)
 	}
-	if _, dup := registry.classes[c.Name]; dup {
-		panic(fmt.Sprintf("luahost: class %q registered twice", c.Name))
-	}
-	checkFuncs(c.Name, c.Methods)
-	registry.classes[c.Name] = c
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
-func checkFuncs(owner string, fns []Func) {
+// Classes returns the object types of the Lua API sorted by name.
+func Classes() []Class {
+	out := builtinClasses()
+	for _, c := range out {
+		mustBeComplete(c.Name, c.Methods)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func classByName(name string) (Class, bool) {
+	for _, c := range builtinClasses() {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Class{}, false
+}
+
+// mustBeComplete panics on a function without name, doc or implementation,
+// or a name given twice: a programming error the tests catch.
+func mustBeComplete(owner string, fns []Func) {
 	seen := map[string]bool{}
 	for _, f := range fns {
 		if f.Name == "" || f.Doc == "" || f.Fn == nil {
@@ -108,60 +114,4 @@ func checkFuncs(owner string, fns []Func) {
 		}
 		seen[f.Name] = true
 	}
-}
-
-// ExtendClass adds methods to a class registered elsewhere (or later), so a
-// binding file can give `vm` its own methods (vm:ssh in the ssh binding,
-// vm:login in the shell binding) without editing the file that registered
-// `vm`. Bindings call it from init.
-func ExtendClass(name string, methods ...Func) {
-	registry.Lock()
-	defer registry.Unlock()
-	if registry.extensions == nil {
-		registry.extensions = map[string][]Func{}
-	}
-	registry.extensions[name] = append(registry.extensions[name], methods...)
-}
-
-// Modules returns the registered modules sorted by name.
-func Modules() []Module {
-	registry.Lock()
-	defer registry.Unlock()
-	out := make([]Module, 0, len(registry.modules))
-	for _, m := range registry.modules {
-		out = append(out, m)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// Classes returns the registered object types sorted by name.
-func Classes() []Class {
-	registry.Lock()
-	defer registry.Unlock()
-	out := make([]Class, 0, len(registry.classes))
-	for _, c := range registry.classes {
-		out = append(out, withExtensions(c))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-func classByName(name string) (Class, bool) {
-	registry.Lock()
-	defer registry.Unlock()
-	c, ok := registry.classes[name]
-	return withExtensions(c), ok
-}
-
-// withExtensions returns c with the methods added by ExtendClass; the caller
-// holds the registry lock.
-func withExtensions(c Class) Class {
-	ext := registry.extensions[c.Name]
-	if len(ext) == 0 {
-		return c
-	}
-	c.Methods = append(append([]Func(nil), c.Methods...), ext...)
-	checkFuncs(c.Name, c.Methods)
-	return c
 }

@@ -74,14 +74,14 @@ type Disk struct {
 // Forward is a host-to-guest port forward of user-mode networking.
 type Forward struct {
 	// Proto is "tcp" (default) or "udp".
-	Proto string
+	Proto string `json:"proto"`
 	// HostAddr is the host address to listen on; default 127.0.0.1.
-	HostAddr string
+	HostAddr string `json:"host_addr"`
 	// HostPort is the host port; 0 lets QEMU bind an ephemeral port, which
 	// Start reads back (VM.Forwards reports it).
-	HostPort int
+	HostPort int `json:"host"`
 	// GuestPort is the guest port the forward reaches on 10.0.2.15.
-	GuestPort int
+	GuestPort int `json:"guest"`
 }
 
 // Config describes one VM. The zero value of every field has a sensible

@@ -75,6 +75,11 @@ type Builder struct {
 // Name is the VM's name.
 func (b *Builder) Name() string { return b.cfg.Name }
 
+// Config returns the VM's Config with its defaults filled in, for devices
+// to decide by (a copy: devices change the command line only through the
+// Builder's methods).
+func (b *Builder) Config() Config { return b.cfg }
+
 // Firmware is "bios" or "uefi".
 func (b *Builder) Firmware() string { return b.cfg.Firmware }
 

@@ -23,15 +23,15 @@ const DefaultCommandTimeout = 30 * time.Second
 type Event struct {
 	// Seq numbers the events of one connection from 0, in arrival order.
 	// Pass Seq+1 as WaitEvent's from to wait for a later event.
-	Seq int
+	Seq int `json:"seq"`
 	// Name is the event name, e.g. "SHUTDOWN", "STOP", "RESET".
-	Name string
+	Name string `json:"event"`
 	// Data is the event's data object (may be empty).
-	Data json.RawMessage
+	Data json.RawMessage `json:"data"`
 	// Time is QEMU's timestamp of the event.
-	Time time.Time
+	Time time.Time `json:"time"`
 	// Received is when the client read it.
-	Received time.Time
+	Received time.Time `json:"-"`
 }
 
 // Greeting is QMP's greeting.

@@ -29,9 +29,9 @@ const DefaultStartTimeout = 30 * time.Second
 // ExitStatus says how a QEMU process ended.
 type ExitStatus struct {
 	// Code is the exit code, or -1 when a signal ended the process.
-	Code int
+	Code int `json:"code"`
 	// Signal names the signal that ended the process ("SIGKILL"), if any.
-	Signal string
+	Signal string `json:"signal,omitempty"`
 	// Reason is the "reason" of the last QMP SHUTDOWN event ("guest-shutdown",
 	// "host-qmp-quit", "host-signal", "guest-reset", "guest-panic", …) when
 	// QEMU shut down by itself; "killed" when SIGKILL ended it (by vmscript or
@@ -39,11 +39,11 @@ type ExitStatus struct {
 	// (SIGSEGV, SIGABRT, …); "error" for a non-zero exit status without a
 	// SHUTDOWN event (QEMU refused an option or failed, see Stderr); "exited"
 	// for exit status 0 without a SHUTDOWN event.
-	Reason string
+	Reason string `json:"reason"`
 	// Detail says more in words, e.g. who sent the SIGKILL.
-	Detail string
+	Detail string `json:"detail,omitempty"`
 	// Stderr is the tail of QEMU's stderr when Reason is "crashed" or "error".
-	Stderr string
+	Stderr string `json:"stderr,omitempty"`
 }
 
 // String reads like "host-qmp-quit (exit 0)" or "killed (SIGKILL)".

@@ -2,11 +2,12 @@ package shell_test
 
 import (
 	"context"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/testenv"
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/console"
@@ -33,12 +34,8 @@ func bootLab(t *testing.T, ctx context.Context, name, memory, extra string) (*ma
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { run.Close() })
-	appendLine := img.Manifest.Append
-	if extra != "" {
-		appendLine += " " + extra
-	}
-	m, err := machine.Boot(ctx, qemu.Config{Name: name, Memory: memory, Net: "none", Run: run,
-		Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: appendLine}, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{Lab: img, AppendExtra: extra,
+		QEMU: qemu.Config{Name: name, Memory: memory, Net: "none", Run: run}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/command"
 	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -93,20 +94,15 @@ type LoginOptions struct {
 	Run *journal.Run
 }
 
-// RunOptions tune one command.
-type RunOptions struct {
-	// Timeout bounds the command (wall clock); 0 means DefaultRunTimeout.
-	Timeout time.Duration
-}
+// RunOptions tune one command (command.Options: the serial shell refuses
+// Stdin and Env, it types commands at a prompt; Timeout 0 means
+// DefaultRunTimeout).
+type RunOptions = command.Options
 
-// Result is a finished command.
-type Result struct {
-	// Output is what the command printed (stdout and stderr, as the
-	// terminal shows them, ANSI-stripped, "\r\n" read as "\n").
-	Output string
-	// Code is the exit status; -1 when the command did not finish.
-	Code int
-}
+// Result is a finished command: Output is what the command printed (stdout
+// and stderr, as the terminal shows them, ANSI-stripped, "\r\n" read as
+// "\n"), Stdout the same, Code -1 when the command did not finish.
+type Result = command.Result
 
 // Shell is a command channel on a console. Its methods are safe for
 // concurrent use; commands run one at a time.
@@ -279,7 +275,13 @@ func (s *Shell) Run(ctx context.Context, cmd string, opt RunOptions) (Result, er
 	return s.runLocked(ctx, cmd, opt)
 }
 
+// Channel implements command.Runner: commands go over the serial console.
+func (s *Shell) Channel() string { return "serial" }
+
 func (s *Shell) runLocked(ctx context.Context, cmd string, opt RunOptions) (Result, error) {
+	if opt.Stdin != nil || len(opt.Env) > 0 {
+		return Result{Code: -1}, vmerr.New(vmerr.Usage, "%s: the serial shell types commands at its prompt: it passes no stdin or env (use SSH)", s.name).With("command", cmd)
+	}
 	if err := s.readyLocked(ctx); err != nil {
 		return Result{Code: -1}, err
 	}
@@ -323,7 +325,8 @@ func (s *Shell) runLocked(ctx context.Context, cmd string, opt RunOptions) (Resu
 		// not: cannot happen, the regexes are the same.
 		return Result{Code: -1}, vmerr.New(vmerr.Internal, "%s: end marker of %q matched but not parsed", s.name, cmd)
 	}
-	res := Result{Output: text[p.outStart:p.outEnd], Code: p.code}
+	out := text[p.outStart:p.outEnd]
+	res := Result{Output: out, Stdout: out, Code: p.code, Duration: time.Since(start)}
 	s.event("run", map[string]any{"command": cmd, "code": res.Code, "bytes": len(res.Output), "took_s": secs(time.Since(start))})
 	return res, nil
 }

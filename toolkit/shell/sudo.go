@@ -26,7 +26,7 @@ type SudoResult struct {
 	Result
 	// Transcript is the path of the exchange's transcript in the run
 	// directory ("" without a run).
-	Transcript string
+	Transcript string `json:"transcript"`
 }
 
 // Mask replaces the password in transcripts.
@@ -137,7 +137,7 @@ func (s *Shell) Sudo(ctx context.Context, cmd string, opt SudoOptions) (SudoResu
 			}
 			res.Code = p.code
 		}
-		res.Output = out
+		res.Output, res.Stdout, res.Duration = out, out, time.Since(start)
 		finish(fmt.Sprintf("exit code %d", res.Code))
 		s.event("sudo", map[string]any{"command": cmd, "code": res.Code, "transcript": res.Transcript, "took_s": secs(time.Since(start))})
 		return res, nil

@@ -1,18 +1,20 @@
-package ssh
+package ssh_test
 
 import (
 	"context"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vmscript/vmscript/internal/testenv"
+
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
+	"github.com/vmscript/vmscript/toolkit/ssh"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -28,10 +30,8 @@ func bootLab(t *testing.T, run *journal.Run, name, memory string) (*machine.Mach
 	if err != nil {
 		t.Fatalf("lab.Build(%s): %v", name, err)
 	}
-	m, err := machine.Boot(ctx, qemu.Config{
-		Name: name, Run: run, Memory: memory, Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"],
-		Append: img.Manifest.Append, Forwards: []qemu.Forward{{GuestPort: 22}},
-	}, machine.Options{})
+	m, err := machine.Boot(ctx, machine.Spec{Lab: img, QEMU: qemu.Config{
+		Name: name, Run: run, Memory: memory, Forwards: []qemu.Forward{{GuestPort: 22}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,12 +45,12 @@ func bootLab(t *testing.T, run *journal.Run, name, memory string) (*machine.Mach
 	return nil, 0, nil
 }
 
-func waitLab(t *testing.T, cfg Config, m *machine.Machine) *Client {
+func waitLab(t *testing.T, cfg ssh.Config, m *machine.Machine) *ssh.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	c, err := Wait(ctx, cfg)
+	c, err := ssh.Wait(ctx, cfg)
 	if err != nil {
 		t.Fatalf("Wait: %v\n--- console tail ---\n%s", err, strings.Join(m.Console.Tail(30), "\n"))
 	}
@@ -59,9 +59,9 @@ func waitLab(t *testing.T, cfg Config, m *machine.Machine) *Client {
 	return c
 }
 
-func checkRun(t *testing.T, c *Client, cmd, stdout string, code int) {
+func checkRun(t *testing.T, c *ssh.Client, cmd, stdout string, code int) {
 	t.Helper()
-	res, err := c.Run(context.Background(), cmd, RunOptions{Timeout: time.Minute})
+	res, err := c.Run(context.Background(), cmd, ssh.RunOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatalf("%s: %v", cmd, err)
 	}
@@ -73,17 +73,17 @@ func checkRun(t *testing.T, c *Client, cmd, stdout string, code int) {
 // TestE2EMini: dropbear (no SFTP), key auth as root.
 func TestE2EMini(t *testing.T) {
 	t.Parallel()
-	run := newRun(t)
+	run := testenv.Run(t)
 	m, port, img := bootLab(t, run, "mini", "512M")
-	c := waitLab(t, Config{Port: port, User: "root", KeyFiles: []string{img.Files["ssh-key"]}, Run: run, Name: "mini"}, m)
-	if v := string(c.conn.ServerVersion()); !strings.Contains(strings.ToLower(v), "dropbear") {
+	c := waitLab(t, ssh.Config{Port: port, User: "root", KeyFiles: []string{img.Files["ssh-key"]}, Run: run, Name: "mini"}, m)
+	if v := string(ssh.ServerVersion(c)); !strings.Contains(strings.ToLower(v), "dropbear") {
 		t.Errorf("server %s, want dropbear", v)
 	}
 	checkRun(t, c, "echo hi; echo err >&2", "hi\n", 0)
 	checkRun(t, c, "exit 42", "", 42)
 	checkRun(t, c, "false", "", 1)
 	checkRun(t, c, "no-such-command-xyz", "", 127)
-	res, err := c.Run(context.Background(), `echo "$A-$B"`, RunOptions{Env: map[string]string{"A": "x y", "B": "'q'"}})
+	res, err := c.Run(context.Background(), `echo "$A-$B"`, ssh.RunOptions{Env: map[string]string{"A": "x y", "B": "'q'"}})
 	if err != nil || res.Stdout != "x y-'q'\n" {
 		t.Fatalf("env: %+v %v", res, err)
 	}
@@ -98,7 +98,7 @@ func TestE2EMini(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if method != MethodCat {
+	if method != ssh.MethodCat {
 		t.Errorf("dropbear: method %s, want cat", method)
 	}
 	data, _ := os.ReadFile(local)
@@ -112,7 +112,7 @@ func TestE2EMini(t *testing.T) {
 	checkRun(t, c, "cmp /etc/passwd /tmp/copy && echo same", "same\n", 0)
 
 	start := time.Now()
-	res, err = c.Run(context.Background(), "echo started; sleep 100", RunOptions{Timeout: 3 * time.Second})
+	res, err = c.Run(context.Background(), "echo started; sleep 100", ssh.RunOptions{Timeout: 3 * time.Second})
 	if !vmerr.Is(err, vmerr.Timeout) || res.Stdout != "started\n" {
 		t.Fatalf("timeout: %+v %v", res, err)
 	}
@@ -124,9 +124,9 @@ func TestE2EMini(t *testing.T) {
 // TestE2ESystemd: OpenSSH with SFTP; key for root, password and key for nixos.
 func TestE2ESystemd(t *testing.T) {
 	t.Parallel()
-	run := newRun(t)
+	run := testenv.Run(t)
 	m, port, img := bootLab(t, run, "systemd", "1G")
-	root := waitLab(t, Config{Port: port, User: "root", KeyFiles: []string{img.Files["ssh-key"]}, Run: run, Name: "systemd-root"}, m)
+	root := waitLab(t, ssh.Config{Port: port, User: "root", KeyFiles: []string{img.Files["ssh-key"]}, Run: run, Name: "systemd-root"}, m)
 	checkRun(t, root, "id -un; exit 3", "root\n", 3)
 	local := filepath.Join(t.TempDir(), "os-release")
 	n, method, err := root.Get(context.Background(), "/etc/os-release", local)
@@ -134,24 +134,24 @@ func TestE2ESystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(local)
-	if method != MethodSFTP || n == 0 || !strings.Contains(string(data), "Debian") {
+	if method != ssh.MethodSFTP || n == 0 || !strings.Contains(string(data), "Debian") {
 		t.Fatalf("get: %d bytes via %s: %q", n, method, data)
 	}
 	start := time.Now()
-	res, err := root.Run(context.Background(), "echo started; sleep 100", RunOptions{Timeout: 3 * time.Second})
+	res, err := root.Run(context.Background(), "echo started; sleep 100", ssh.RunOptions{Timeout: 3 * time.Second})
 	if !vmerr.Is(err, vmerr.Timeout) || res.Stdout != "started\n" {
 		t.Fatalf("timeout: %+v %v", res, err)
 	}
 	t.Logf("systemd: sleep 100 timed out after %v; result %+v", time.Since(start).Round(100*time.Millisecond), res)
 	checkRun(t, root, "pgrep -c -f '^sleep 100' || true", "0\n", 0)
 
-	nixos := waitLab(t, Config{Port: port, User: "nixos", Password: "nixos", Run: run, Name: "systemd-nixos-pw"}, m)
+	nixos := waitLab(t, ssh.Config{Port: port, User: "nixos", Password: "nixos", Run: run, Name: "systemd-nixos-pw"}, m)
 	checkRun(t, nixos, "id -un", "nixos\n", 0)
-	key := waitLab(t, Config{Port: port, User: "nixos", KeyFiles: []string{img.Files["ssh-key"]}, Run: run, Name: "systemd-nixos-key"}, m)
+	key := waitLab(t, ssh.Config{Port: port, User: "nixos", KeyFiles: []string{img.Files["ssh-key"]}, Run: run, Name: "systemd-nixos-key"}, m)
 	checkRun(t, key, "id -un", "nixos\n", 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err = Dial(ctx, Config{Port: port, User: "nixos", Password: "wrong", Run: run})
+	_, err = ssh.Dial(ctx, ssh.Config{Port: port, User: "nixos", Password: "wrong", Run: run})
 	if !vmerr.Is(err, vmerr.Auth) {
 		t.Fatalf("wrong password: %v", err)
 	}

@@ -51,7 +51,7 @@ func (c *Client) Get(ctx context.Context, remote, local string) (int64, string, 
 		return copyCtx(ctx, tmp, f, func() { f.Close() })
 	}, func() (int64, error) {
 		cw := &countWriter{w: tmp}
-		res, err := c.Run(ctx, "cat -- "+shellquote.Quote(remote), RunOptions{Timeout: remaining(ctx), stdoutTo: cw})
+		res, err := c.run(ctx, "cat -- "+shellquote.Quote(remote), RunOptions{Timeout: remaining(ctx)}, cw)
 		if err != nil {
 			return cw.n, err
 		}

@@ -14,39 +14,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/command"
 	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// RunOptions tune one command.
-type RunOptions struct {
-	// Stdin is the command's standard input; nil means empty.
-	Stdin io.Reader
-	// Env sets environment variables. They are exported by a prefix to the
-	// command line (`export K='v';`), since servers refuse most SSH "env"
-	// requests (OpenSSH's AcceptEnv, dropbear).
-	Env map[string]string
-	// Timeout bounds the command; 0 means DefaultRunTimeout.
-	Timeout time.Duration
+// RunOptions tune one command (command.Options: Stdin, Env, Timeout — 0
+// means DefaultRunTimeout). Env is exported by a prefix to the command line
+// (`export K='v';`), since servers refuse most SSH "env" requests (OpenSSH's
+// AcceptEnv, dropbear).
+type RunOptions = command.Options
 
-	// stdoutTo, when set, receives stdout instead of Result.Stdout and the
-	// transcript (file copies through cat).
-	stdoutTo io.Writer
-}
+// Result is what a command did (command.Result): Stdout and Stderr, Output
+// the two one after the other; Code 128+n when killed by signal n, -1 when
+// the server reported none (connection lost, command timed out); Signal the
+// signal that killed it ("TERM", "KILL").
+type Result = command.Result
 
-// Result is what a command did.
-type Result struct {
-	// Stdout and Stderr are the command's output.
-	Stdout, Stderr string
-	// Code is the exit status; 128+n when killed by signal n, -1 when the
-	// server reported none (connection lost, command timed out).
-	Code int
-	// Signal names the signal that killed the command ("TERM", "KILL"), or "".
-	Signal string
-	// Duration is the command's wall time.
-	Duration time.Duration
-}
+// Channel implements command.Runner: commands go over SSH.
+func (c *Client) Channel() string { return "ssh" }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -80,6 +67,12 @@ func (b *lockedBuffer) String() string {
 // is kind "timeout" with the partial output in its context ("stdout",
 // "stderr") and in the returned Result.
 func (c *Client) Run(ctx context.Context, cmd string, opt RunOptions) (Result, error) {
+	return c.run(ctx, cmd, opt, nil)
+}
+
+// run is Run; a non-nil stdoutTo receives stdout instead of Result.Stdout
+// and the transcript (file copies through cat).
+func (c *Client) run(ctx context.Context, cmd string, opt RunOptions, stdoutTo io.Writer) (Result, error) {
 	res := Result{Code: -1}
 	full, err := withEnv(cmd, opt.Env)
 	if err != nil {
@@ -109,6 +102,7 @@ func (c *Client) Run(ctx context.Context, cmd string, opt RunOptions) (Result, e
 	stderr := &lockedBuffer{mu: &trMu, tr: tr}
 	finish := func(res Result, err error) (Result, error) {
 		res.Stdout, res.Stderr = stdout.String(), stderr.String()
+		res.Output = command.Combined(res.Stdout, res.Stderr)
 		res.Duration = time.Since(start)
 		f := map[string]any{"n": seq, "code": res.Code, "duration_s": res.Duration.Seconds(),
 			"stdout_bytes": len(res.Stdout), "stderr_bytes": len(res.Stderr)}
@@ -148,8 +142,8 @@ func (c *Client) Run(ctx context.Context, cmd string, opt RunOptions) (Result, e
 			return finish(res, err)
 		}
 		sess.Stdout = stdout
-		if opt.stdoutTo != nil {
-			sess.Stdout = opt.stdoutTo
+		if stdoutTo != nil {
+			sess.Stdout = stdoutTo
 		}
 		sess.Stderr = stderr
 		if opt.Stdin != nil {

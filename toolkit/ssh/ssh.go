@@ -74,6 +74,9 @@ type Config struct {
 	KnownHostsPath string
 	// Timeout bounds one connection attempt; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// WaitTimeout bounds Wait (and a reconnecting Client.Wait) when its
+	// context has no deadline; 0 means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 	// Name labels the client in the timeline (source "ssh:NAME") and names
 	// its transcript (NAME.ssh.log); default "USER@HOST-PORT".
 	Name string
@@ -103,6 +106,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
 	}
 	if cfg.Name == "" {
 		cfg.Name = fmt.Sprintf("%s@%s-%d", cfg.User, cfg.Host, cfg.Port)
@@ -266,7 +272,7 @@ func Wait(ctx context.Context, cfg Config) (*Client, error) {
 func (c *Client) waitConn(ctx context.Context) (*gossh.Client, int, time.Time, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultWaitTimeout)
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.WaitTimeout)
 		defer cancel()
 	}
 	start := time.Now()

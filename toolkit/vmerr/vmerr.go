@@ -26,6 +26,7 @@ const (
 	NotFound  = "notfound"  // a file, image or object does not exist
 	IO        = "io"        // the host failed to read or write something
 	Protocol  = "protocol"  // a peer spoke something we did not understand
+	Failed    = "failed"    // a command that had to succeed exited non-zero
 	Internal  = "internal"  // a bug in vmscript
 )
 

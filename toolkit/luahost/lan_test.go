@@ -74,8 +74,11 @@ func TestLANBindingsNoQEMU(t *testing.T) {
 	opts.RawSetString("nics", nics)
 	opts.RawSetString("forwards", h.L.NewTable())
 	h.L.Push(opts)
-	cfg := h.qemuConfig(h.L)
-	if cfg.Net != "none" || len(cfg.NICs) != 3 || cfg.NICs[0].Open == nil || !cfg.NICs[1].User || cfg.NICs[2].MAC != "52:54:00:00:00:42" {
+	cfg, err := h.qemuSpec(h.L).QEMUConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Net != "" || len(cfg.NICs) != 3 || cfg.NICs[0].Open == nil || !cfg.NICs[1].User || cfg.NICs[2].MAC != "52:54:00:00:00:42" {
 		t.Fatalf("cfg: net %q nics %+v", cfg.Net, cfg.NICs)
 	}
 	cfg.Name = "x"

@@ -1,7 +1,8 @@
-package luahost
+package console
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,9 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
-	lua "github.com/yuin/gopher-lua"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
@@ -23,19 +22,19 @@ const InteractEscape = 0x1d
 // interactPoll is how often interact looks for keys and console output.
 const interactPoll = 20 * time.Millisecond
 
-// Interact attaches the terminal on in/out to c until the user types
-// Ctrl-] (nil error), the console closes (its close reason), or the run is
-// cancelled. The terminal is in raw mode meanwhile; every typed byte goes
+// Interact attaches the terminal on in/out to the console until the user
+// types Ctrl-] (nil error), the console closes (its close reason), or ctx
+// ends. The terminal is in raw mode meanwhile; every typed byte goes
 // through Console.Send, so it is in the timeline, and the guest's echo is in
 // the console log. in is polled, never read in the background, so no key
 // typed after the return is lost to a stray reader.
-func (h *Host) Interact(c *console.Console, in *os.File, out io.Writer) error {
+func (c *Console) Interact(ctx context.Context, in *os.File, out io.Writer) error {
 	fd := int(in.Fd())
 	if !term.IsTerminal(fd) {
 		return vmerr.New(vmerr.Usage, "console %s: interact needs a terminal on standard input", c.Name()).With("vm", c.Name())
 	}
-	h.Event("console:"+c.Name(), "interact-start", nil)
-	defer h.Event("console:"+c.Name(), "interact-end", nil)
+	c.event("interact-start", nil)
+	defer c.event("interact-end", nil)
 
 	fmt.Fprintf(out, "\r\n[vmscript: attached to the console of %s; type Ctrl-] to return]\r\n", c.Name())
 	// Show where the console is: its last lines, with the unfinished prompt.
@@ -43,7 +42,7 @@ func (h *Host) Interact(c *console.Console, in *os.File, out io.Writer) error {
 	tail := c.Tail(5)
 	ctxt := strings.Join(tail, "\r\n")
 	if mark.Raw > 0 && len(tail) > 0 {
-		if last := c.Raw(&console.Mark{Raw: mark.Raw - 1}, nil); len(last) == 1 && last[0] == '\n' {
+		if last := c.Raw(&Mark{Raw: mark.Raw - 1}, nil); len(last) == 1 && last[0] == '\n' {
 			ctxt += "\r\n"
 		}
 	}
@@ -72,8 +71,8 @@ func (h *Host) Interact(c *console.Console, in *os.File, out io.Writer) error {
 				_, _ = out.Write(b)
 			}
 			return c.Err()
-		case <-h.ctx.Done():
-			return h.cancelCause()
+		case <-ctx.Done():
+			return vmerr.Wrap(vmerr.DoneKind(ctx), context.Cause(ctx), "console %s: interact", c.Name())
 		default:
 		}
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
@@ -94,7 +93,7 @@ func (h *Host) Interact(c *console.Console, in *os.File, out io.Writer) error {
 			typed = typed[:esc]
 		}
 		if len(typed) > 0 {
-			if err := c.Send(h.ctx, string(typed)); err != nil {
+			if err := c.Send(ctx, string(typed)); err != nil {
 				return err
 			}
 		}
@@ -109,16 +108,9 @@ func (h *Host) Interact(c *console.Console, in *os.File, out io.Writer) error {
 	}
 }
 
-func init() {
-	ExtendClass("console", Func{
-		Name: "interact",
-		Doc:  "Attach the terminal to this console (raw mode) until Ctrl-]; typed keys are sent and logged like console:send.",
-		Fn: func(h *Host, L *lua.LState) int {
-			c := h.checkConsole(L)
-			if err := h.Interact(c.c, os.Stdin, h.Stdout()); err != nil {
-				h.Raise(L, err)
-			}
-			return 0
-		},
-	})
+// event writes to the run's timeline, if the console has a run.
+func (c *Console) event(kind string, fields map[string]any) {
+	if c.run != nil {
+		c.run.Event(c.source, kind, fields)
+	}
 }

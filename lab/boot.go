@@ -1,0 +1,19 @@
+package lab
+
+import (
+	"strings"
+
+	"github.com/vmscript/vmscript/toolkit/qemu"
+)
+
+// DirectBoot is the image's kernel and initramfs booted directly, with the
+// lab's default command line and extra words appended (knobs such as
+// "lab.storage=missing"). It is a qemu.Device: a VM of this image is
+// qemu.Config{…, Devices: []qemu.Device{img.DirectBoot()}}.
+func (img *Image) DirectBoot(extra ...string) qemu.DirectBoot {
+	line := img.Manifest.Append
+	if more := strings.TrimSpace(strings.Join(extra, " ")); more != "" {
+		line = strings.TrimSpace(line + " " + more)
+	}
+	return qemu.DirectBoot{Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: line}
+}

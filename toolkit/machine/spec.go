@@ -1,0 +1,143 @@
+package machine
+
+import (
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/vmscript/vmscript/lab"
+	"github.com/vmscript/vmscript/netboot"
+	"github.com/vmscript/vmscript/toolkit/lan"
+	"github.com/vmscript/vmscript/toolkit/qemu"
+	"github.com/vmscript/vmscript/toolkit/vmerr"
+)
+
+// Spec is what a guest is made of: its own QEMU configuration and what it
+// is wired to. Boot turns it into the QEMU command line, each source adding
+// itself (a lab image's kernel, a netboot server's boot file, LAN ports).
+type Spec struct {
+	// QEMU is the VM's own configuration: memory, firmware, ISO, disks,
+	// user networking (Net, Forwards), extra arguments. Its Name is chosen
+	// by the Pool when empty; its Run defaults to the Pool's.
+	QEMU qemu.Config
+	// Lab boots a lab image's kernel and initramfs, with AppendExtra added
+	// to its command line (knobs such as "lab.storage=missing"). It does
+	// not go with QEMU.Kernel, Initrd or ISO.
+	Lab *lab.Image
+	// AppendExtra needs Lab.
+	AppendExtra string
+	// NICs are the VM's network cards in guest order (eth0, eth1, …), each
+	// user networking or a port of a vmscript LAN. With NICs and no
+	// QEMU.Net, the VM has no other NIC.
+	NICs []NIC
+	// Netboot boots the VM from this server; Bootfile is the file it hands
+	// out first ("" for its default). A server on a LAN needs one of NICs
+	// on that LAN.
+	Netboot  *netboot.Server
+	Bootfile string
+	// ExpectTimeout is the console's default wait bound (0: the console's
+	// default).
+	ExpectTimeout time.Duration
+}
+
+// NIC is one network card: user networking (User) or a port of a LAN.
+type NIC struct {
+	// User makes the card QEMU user networking (forwards apply to it).
+	User bool
+	// LAN is the LAN whose switch the card is plugged into.
+	LAN *lan.LAN
+	// MAC is the card's address; "" derives one from the VM's name.
+	MAC string
+	// Model is the QEMU device; "" means virtio-net-pci.
+	Model string
+}
+
+// Port is a machine's NIC on a vmscript LAN.
+type Port struct {
+	// LAN is the LAN.
+	LAN *lan.LAN
+	// MAC is the NIC's address on it.
+	MAC string
+}
+
+// usage is a usage error naming the option it is about.
+func usage(option, format string, a ...any) error {
+	return vmerr.New(vmerr.Usage, "machine: "+option+": "+format, a...).With("option", option)
+}
+
+// QEMUConfig returns the QEMU configuration Boot would start: the spec's
+// own with each source added as a device and the NICs converted (a LAN port
+// attaches to its switch only when QEMU starts).
+func (s Spec) QEMUConfig() (qemu.Config, error) {
+	cfg, _, err := s.qemuConfig()
+	return cfg, err
+}
+
+// qemuConfig turns the spec into QEMU's configuration; ports collects the
+// LAN ports as QEMU opens them.
+func (s Spec) qemuConfig() (qemu.Config, *[]Port, error) {
+	cfg := s.QEMU
+	cfg.Devices = append([]qemu.Device(nil), cfg.Devices...)
+	if s.Lab != nil {
+		if cfg.Kernel != "" || cfg.Initrd != "" || cfg.ISO != "" {
+			return cfg, nil, usage("lab", "boots the lab's kernel and initramfs; do not also give kernel, initrd or iso")
+		}
+		cfg.Devices = append([]qemu.Device{s.Lab.DirectBoot(s.AppendExtra)}, cfg.Devices...)
+	} else if s.AppendExtra != "" {
+		return cfg, nil, usage("append_extra", "needs lab")
+	}
+	ports := &[]Port{}
+	for i, n := range s.NICs {
+		if n.User == (n.LAN != nil) {
+			return cfg, nil, usage("nics["+itoa(i+1)+"]", "must be either user networking or a LAN")
+		}
+	}
+	cfg.NICs = append(cfg.NICs, qemuNICs(s.NICs, ports)...)
+	if s.Netboot != nil {
+		if err := s.checkNetbootLAN(); err != nil {
+			return cfg, nil, err
+		}
+		cfg.Devices = append(cfg.Devices, s.Netboot.BootDevice(s.Bootfile))
+	} else if s.Bootfile != "" {
+		return cfg, nil, usage("bootfile", "needs netboot")
+	}
+	return cfg, ports, nil
+}
+
+// qemuNICs converts NICs; a LAN port attaches to its switch when QEMU
+// starts (under the VM's settled name and MAC) and is recorded in ports.
+func qemuNICs(nics []NIC, ports *[]Port) []qemu.NIC {
+	out := make([]qemu.NIC, len(nics))
+	for i, n := range nics {
+		if n.User {
+			out[i] = qemu.NIC{User: true, MAC: n.MAC, Model: n.Model}
+			continue
+		}
+		l := n.LAN
+		out[i] = qemu.NIC{MAC: n.MAC, Model: n.Model, Open: func(vm, mac string) (*os.File, error) {
+			f, _, err := l.Attach(vm, mac)
+			if err == nil {
+				*ports = append(*ports, Port{LAN: l, MAC: mac})
+			}
+			return f, err
+		}}
+	}
+	return out
+}
+
+// checkNetbootLAN refuses a netboot server on a LAN the VM is not on.
+func (s Spec) checkNetbootLAN() error {
+	l := s.Netboot.LAN()
+	if l == nil {
+		return nil
+	}
+	for _, n := range s.NICs {
+		if n.LAN == l {
+			return nil
+		}
+	}
+	return vmerr.New(vmerr.Usage, "machine: netboot server %s serves lan %s; start the VM on it (net = that lan, or nics = {that lan, …})",
+		s.Netboot.Name(), l.Name()).With("option", "netboot")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
