@@ -58,26 +58,21 @@ end
 ---@param timeout duration
 ---@return boolean ok, string? why
 local function ssh_answers(client, timeout)
-  local ok, r = pcall(function() return client:run("true", { timeout = timeout }) end)
+  local ok, r = pcall(client.test, client, "true", { timeout = timeout })
   if not ok then return false, tostring(r) end
-  return r.code == 0, r.code ~= 0 and ("`true` exited " .. tostring(r.code)) or nil
+  return r, not r and "`true` failed" or nil
 end
 
---- Run one command over a channel; raises on channel failure.
+--- Run one command over a channel (the shell and the SSH client share one
+--- command interface: `output` is what the command printed); raises on
+--- channel failure.
 ---@param channel "ssh"|"serial"
 ---@param o vmscript.CollectOpts
 ---@param cmd string
 ---@return string output, integer code
 local function run_on(channel, o, cmd)
-  if channel == "ssh" then
-    local r = o.ssh:run(cmd, { timeout = o.timeout or "60s" })
-    local out = r.stdout or ""
-    if r.stderr and r.stderr ~= "" then
-      out = out .. (out ~= "" and not out:match("\n$") and "\n" or "") .. r.stderr
-    end
-    return out, r.code
-  end
-  local r = o.shell:run(cmd, { timeout = o.timeout or "60s" })
+  local client = channel == "ssh" and o.ssh or o.shell
+  local r = client:run(cmd, { timeout = o.timeout or "60s" })
   return r.output, r.code
 end
 
