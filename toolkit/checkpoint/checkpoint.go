@@ -123,6 +123,9 @@ type Checkpoint struct {
 	took      time.Duration
 	// wasRunning is whether the guest ran when Take paused it.
 	wasRunning bool
+	// opened is set for a checkpoint read by Open: its files are not ours
+	// to remove.
+	opened bool
 
 	mu      sync.Mutex
 	forks   int
@@ -303,7 +306,7 @@ func (c *Checkpoint) save(ctx context.Context, vm *qemu.VM) error {
 		os.Chmod(l.Path, 0o444)
 	}
 	os.Chmod(c.state, 0o444)
-	return nil
+	return c.writeManifest()
 }
 
 // migrationInfo is the part of query-migrate's reply Take reads.
@@ -562,12 +565,13 @@ func backup(ctx context.Context, vm *qemu.VM, device, node, sync string) error {
 	return nil
 }
 
-// Remove stops nothing and deletes the checkpoint's files, Keep or not.
+// Remove stops nothing and deletes the checkpoint's files, Keep or not (but
+// never those of a checkpoint read by Open).
 // Running forks keep working: QEMU holds their files open.
 func (c *Checkpoint) Remove() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.removed {
+	if c.removed || c.opened {
 		return nil
 	}
 	c.removed = true

@@ -27,6 +27,10 @@ type ForkOptions struct {
 	NICs []qemu.NIC
 	// Run receives the fork's logs and events; default the original's.
 	Run *journal.Run
+	// OverlayDir is where the fork's disk overlays go; default "forks" in
+	// the checkpoint's directory (give another for a checkpoint that must
+	// not be written, such as a cached one).
+	OverlayDir string
 }
 
 // Reserve settles a fork's name: the given one if no fork of this
@@ -168,7 +172,10 @@ func (c *Checkpoint) forkConfig(ctx context.Context, opt ForkOptions) (qemu.Conf
 	}
 	// Disks: a private overlay on each frozen layer.
 	if len(c.layers) > 0 {
-		fdir := filepath.Join(c.dir, "forks")
+		fdir := opt.OverlayDir
+		if fdir == "" {
+			fdir = filepath.Join(c.dir, "forks")
+		}
 		if err := os.MkdirAll(fdir, 0o755); err != nil {
 			return cfg, vmerr.Wrap(vmerr.IO, err, "checkpoint: forks directory")
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/notes"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
+	"github.com/vmscript/vmscript/toolkit/warm"
 	lua "github.com/yuin/gopher-lua"
 )
 
@@ -67,6 +68,8 @@ type Host struct {
 	lanNames map[string]bool
 	// notebook is notes.md, opened on the first use of notes.
 	notebook *notes.Notebook
+	// warm is the warm cache, opened on the first qemu.warm.
+	warm *warm.Cache
 	// objects gives each Go value one Lua object (see NewObject).
 	objects map[objectKey]*lua.LUserData
 	metas   map[string]*lua.LTable

@@ -21,6 +21,10 @@ func qemuModule() Module {
 			Name: "start", Params: "opts: vmscript.QemuStartOpts", Returns: "vmscript.VM",
 			Doc: "Start a VM (paused until its console is attached, then running) and return at once.",
 			Fn:  (*Host).qemuStart,
+		}, {
+			Name: "warm", Params: "opts: {start: vmscript.QemuStartOpts, ready: fun(vm: vmscript.VM): vmscript.Shell?, cold?: boolean, timeout?: duration}",
+			Returns: "vmscript.VM, vmscript.Shell?, vmscript.WarmInfo", Fn: (*Host).qemuWarm,
+			Doc: "A VM brought to a state by ready (e.g. booted and logged in; return the shell to keep it at its prompt): restored from the warm cache (clock set, LAN leases renewed) when this state (the files, options, QEMU, ready's source, the values it closes over, the loaded modules) was saved before, else booted, readied and saved; cold=true boots without the cache.",
 		}},
 	}
 }
@@ -38,14 +42,20 @@ func (h *Host) qemuStart(L *lua.LState) int {
 
 // vmObject is a machine as a Lua `vm`, stopped when the host closes.
 func (h *Host) vmObject(L *lua.LState, m *machine.Machine) *lua.LUserData {
-	h.OnClose("stop vm "+m.Name(), func() { m.Stop(machine.DefaultStopGrace) })
+	if _, known := h.objects[objectKey{"vm", m}]; !known {
+		h.OnClose("stop vm "+m.Name(), func() { m.Stop(machine.DefaultStopGrace) })
+	}
 	return h.NewObject(L, "vm", m)
 }
 
 // qemuSpec reads qemu.start's options table into a machine spec.
 func (h *Host) qemuSpec(L *lua.LState) machine.Spec {
-	L.CheckTable(1)
-	o := h.Opts(L, 1, "qemu.start")
+	return h.specOf(L, L.CheckTable(1), "qemu.start")
+}
+
+// specOf reads a table of qemu.start's options into a machine spec.
+func (h *Host) specOf(L *lua.LState, t *lua.LTable, fn string) machine.Spec {
+	o := h.OptsOf(L, t, fn)
 	spec := machine.Spec{QEMU: h.qemuConfig(o)}
 	spec.Lab = h.labOpt(o)
 	spec.AppendExtra = o.String("append_extra", "")

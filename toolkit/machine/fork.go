@@ -16,7 +16,8 @@ import (
 // gets anew.
 type Checkpoint struct {
 	*checkpoint.Checkpoint
-	origin *Machine
+	spec Spec  // the checkpointed guest's
+	pool *Pool // where forks go (nil: no pool)
 }
 
 // ForkOptions configure Fork.
@@ -35,6 +36,9 @@ type ForkOptions struct {
 	Timeout time.Duration
 	// ExpectTimeout is the fork console's default wait bound.
 	ExpectTimeout time.Duration
+	// OverlayDir is where the fork's disk overlays go (see
+	// checkpoint.ForkOptions); default the checkpoint's directory.
+	OverlayDir string
 }
 
 // Checkpoint saves the guest's state (see checkpoint.Take); the guest then
@@ -47,7 +51,16 @@ func (m *Machine) Checkpoint(ctx context.Context, opt checkpoint.Options) (*Chec
 	if !opt.Continue {
 		m.Stop(DefaultStopGrace)
 	}
-	return &Checkpoint{Checkpoint: cp, origin: m}, nil
+	return &Checkpoint{Checkpoint: cp, spec: m.spec, pool: m.pool}, nil
+}
+
+// OpenCheckpoint gives the pool a checkpoint read from disk
+// (checkpoint.Open) of a guest made from spec, to fork from.
+func (p *Pool) OpenCheckpoint(cp *checkpoint.Checkpoint, spec Spec) *Checkpoint {
+	if spec.QEMU.Run == nil {
+		spec.QEMU.Run = p.run
+	}
+	return &Checkpoint{Checkpoint: cp, spec: spec, pool: p}
 }
 
 // Fork starts a new guest restored from the checkpoint, with its own disk
@@ -66,7 +79,7 @@ func (c *Checkpoint) Fork(ctx context.Context, opt ForkOptions) (*Machine, error
 // checkpoint's forks: the given one if it is free, else the first free
 // "<checkpoint>-<n>".
 func (c *Checkpoint) forkName(name string) (string, error) {
-	p := c.origin.pool
+	p := c.pool
 	if p == nil {
 		return c.Reserve(name)
 	}
@@ -92,7 +105,7 @@ func (c *Checkpoint) forkName(name string) (string, error) {
 // fork boots a fork whose name is settled.
 func (c *Checkpoint) fork(ctx context.Context, opt ForkOptions) (*Machine, error) {
 	t0 := time.Now()
-	spec := c.origin.spec
+	spec := c.spec
 	spec.ExpectTimeout = opt.ExpectTimeout
 	nics, err := c.forkNICs(opt.NICs)
 	if err != nil {
@@ -100,7 +113,7 @@ func (c *Checkpoint) fork(ctx context.Context, opt ForkOptions) (*Machine, error
 	}
 	ports := &[]Port{}
 	name := opt.Name
-	cfg, err := c.ForkConfig(ctx, checkpoint.ForkOptions{Name: name, NICs: qemuNICs(nics, ports), Run: opt.Run})
+	cfg, err := c.ForkConfig(ctx, checkpoint.ForkOptions{Name: name, NICs: qemuNICs(nics, ports), Run: opt.Run, OverlayDir: opt.OverlayDir})
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +133,7 @@ func (c *Checkpoint) fork(ctx context.Context, opt ForkOptions) (*Machine, error
 	}
 	spec.NICs = nics
 	m.spec = spec
-	if p := c.origin.pool; p != nil {
+	if p := c.pool; p != nil {
 		p.add(m)
 	}
 	c.Forked(name, m.VM, t0)
@@ -130,7 +143,7 @@ func (c *Checkpoint) fork(ctx context.Context, opt ForkOptions) (*Machine, error
 // forkNICs are the fork's NICs: the given ones (as many as the original's),
 // or the original's with each LAN port's MAC left to be derived anew.
 func (c *Checkpoint) forkNICs(given []NIC) ([]NIC, error) {
-	orig := c.origin.spec.NICs
+	orig := c.spec.NICs
 	if given != nil {
 		if len(given) != len(orig) {
 			return nil, vmerr.New(vmerr.Usage, "checkpoint %s: %d NICs given, the checkpoint has %d (the device model must match)", c.Name(), len(given), len(orig)).With("option", "nics")

@@ -107,6 +107,9 @@ func (s Spec) qemuConfig() (qemu.Config, *[]Port, error) {
 // qemuNICs converts NICs; a LAN port attaches to its switch when QEMU
 // starts (under the VM's settled name and MAC) and is recorded in ports.
 func qemuNICs(nics []NIC, ports *[]Port) []qemu.NIC {
+	if len(nics) == 0 {
+		return nil
+	}
 	out := make([]qemu.NIC, len(nics))
 	for i, n := range nics {
 		if n.User {
