@@ -8,6 +8,7 @@
 -- over the serial console when it does not.
 --
 -- Parameters (-a key=value):
+--   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
 --   iso=PATH | knobs="lab.storage=hang …"   what to boot (default: the lab's lab.iso)
 --   unit=pre-nixos.service  status=/run/pre-nixos/storage-status  iface=lan
 --   net=user|lan   user networking with an SSH forward (default), or the vmscript LAN
@@ -23,8 +24,7 @@ local net = args.net or "user"
 
 notes.step("Baseline: boot " .. subject)
 local l = net == "lan" and lan.new{ name = "lan" } or nil
-local vm = inv.start(p, "subject", { net = l or "user", forwards = (not l) and { 22 } or nil })
-local sh = inv.login(p, vm)
+local vm, sh = inv.boot(p, "subject", { net = l or "user", forwards = (not l) and { 22 } or nil })
 local client
 local key = args.ssh_key or p.img.ssh_key
 if not l and key then

@@ -6,6 +6,7 @@
 -- image under investigation; if not, suspect the host or the harness.
 --
 -- Parameters (-a key=value):
+--   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
 --   good_iso=PATH  any known-good ISO (default: the lab's lab-good.iso);
 --                  knobs=… instead boots the lab kernel with every knob clean
 --   unit=pre-nixos.service  status=/run/pre-nixos/storage-status  iface=lan
@@ -19,7 +20,7 @@ local _, good = inv.describe(p)
 notes.step("Host vs guest: boot the known-good image " .. good .. " with the same harness")
 local l = lan.new{ name = "lan" }
 local ctx = { p = p, lan = l }
-ctx.good = inv.start(p, "good", { net = l })
+ctx.good, ctx.good_shell = inv.boot(p, "good", { net = l })
 local verdict, ev = inv.probe_host_vs_guest(ctx)
 notes.observe("Verdict " .. verdict .. ": " .. ev.text, { evidence = ev.files })
 if verdict == "good" then

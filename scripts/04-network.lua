@@ -6,6 +6,7 @@
 -- pre-nixos' configure_lan said and the unit's environment (PRE_NIXOS_EXEC).
 --
 -- Parameters (-a key=value):
+--   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
 --   iso=PATH | knobs="lab.lan=mismatch"   what to boot (default: the lab's lab.iso)
 --   iface=lan  unit=pre-nixos.service  lease_timeout=30s  memory=1536M  boot_timeout=6m
 -- Exit: 0 the interface holds a lease, 1 it does not, 125 cannot tell.
@@ -17,8 +18,7 @@ local subject = inv.describe(p)
 notes.step("Network: boot " .. subject .. " on the vmscript LAN")
 local l = lan.new{ name = "lan" }
 local ctx = { p = p, lan = l }
-ctx.subject = inv.start(p, "subject", { net = l })
-ctx.sh = inv.login(p, ctx.subject)
+ctx.subject, ctx.sh = inv.boot(p, "subject", { net = l })
 ctx.bundle = inv.bundle(p, ctx.sh, "subject")
 ctx.health = inv.health(p, ctx.bundle)
 notes.step("Network: server side and guest side")

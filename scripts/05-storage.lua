@@ -5,6 +5,7 @@
 -- do (pre-nixos --plan-only), and what does a dry run (PRE_NIXOS_EXEC=0) say?
 --
 -- Parameters (-a key=value):
+--   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
 --   iso=PATH | knobs="lab.storage=hang"   what to boot (default: the lab's lab.iso)
 --   unit=pre-nixos.service  status=/run/pre-nixos/storage-status  memory=1536M  boot_timeout=6m
 -- Exit: 0 the status was written, 1 it was not.
@@ -15,8 +16,7 @@ local subject = inv.describe(p)
 
 notes.step("Storage: boot " .. subject)
 local ctx = { p = p }
-ctx.subject = inv.start(p, "subject", { net = "user" })
-ctx.sh = inv.login(p, ctx.subject)
+ctx.subject, ctx.sh = inv.boot(p, "subject", { net = "user" })
 ctx.bundle = inv.bundle(p, ctx.sh, "subject")
 ctx.health = inv.health(p, ctx.bundle)
 notes.step("Storage: detection, plan, dry run")

@@ -8,6 +8,7 @@
 -- answering it, and diffs the normalised teardown logs.
 --
 -- Parameters (-a key=value):
+--   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
 --   iso=PATH | knobs="lab.shutdown=confirm"   what to boot (default: the lab's lab.iso)
 --   variants="systemctl poweroff --no-wall;poweroff"   (";"-separated; "acpi" = power button)
 --   fresh=1        a fresh boot per variant instead of checkpoint forks
@@ -22,8 +23,7 @@ local subject = inv.describe(p)
 notes.step("Harness: boot " .. subject .. " and log in")
 local l = lan.new{ name = "lan" }
 local ctx = { p = p, lan = l }
-ctx.subject = inv.start(p, "subject", { net = l })
-ctx.sh = inv.login(p, ctx.subject)
+ctx.subject, ctx.sh = inv.boot(p, "subject", { net = l })
 notes.step("Harness: sudo and shutdown variants")
 local verdict, ev
 if args.fresh == "1" then

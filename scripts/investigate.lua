@@ -23,7 +23,8 @@
 --   good_iso=PATH, unit=pre-nixos.service, status=/run/pre-nixos/storage-status,
 --   iface=lan, key=pre_nixos/root_key.pub, memory=1536M, boot_timeout=6m,
 --   lease_timeout=30s, variants="systemctl poweroff --no-wall;poweroff", deadline=120s,
---   report=only (exit 0 after a complete walk, for the demo)
+--   report=only (exit 0 after a complete walk, for the demo),
+--   cold=1 (boot both guests cold instead of restoring their warm states)
 
 local split = require "vmscript.split"
 local inv = require "vmscript.investigation"
@@ -38,9 +39,15 @@ notes.observe(string.format("Under investigation: %s. Known-good: %s. Unit %s, s
 -- One vmscript LAN for both guests: its DHCP server shows what each one asks.
 local l = lan.new{ name = "lan" }
 local ctx = { p = p, lan = l }
--- Both guests boot at once; each is recorded from byte 0 while we wait on the other.
-ctx.subject = inv.start(p, "subject", { net = l })
-ctx.good = inv.start(p, "good", { net = l })
+if p.cold then
+  -- Both guests boot at once; each is recorded from byte 0 while we wait on the other.
+  ctx.subject = inv.start(p, "subject", { net = l })
+  ctx.good = inv.start(p, "good", { net = l })
+else
+  -- Each restored from its warm state (booted, logged in and saved the first time).
+  ctx.subject, ctx.sh = inv.boot(p, "subject", { net = l })
+  ctx.good, ctx.good_shell = inv.boot(p, "good", { net = l })
+end
 
 local harness = {
   name = "harness", question = "Harness: do sudo and the shutdown paths work without interaction?",

@@ -56,6 +56,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(tmp, "vmscript")
+	// The scripts restore warm states by default: give them a cache of
+	// their own (shared by the tests of this run, as by a user's runs).
+	os.Setenv("VMSCRIPT_WARM_DIR", filepath.Join(tmp, "warm"))
 	build := exec.Command("go", "build", "-o", binary, "./cmd/vmscript")
 	build.Dir = repo
 	if out, err := build.CombinedOutput(); err != nil {
@@ -346,6 +349,36 @@ func TestHarnessShutdownDiff(t *testing.T) {
 		t.Errorf("the diff is not normalised:\n%s", d)
 	}
 	checkEvidence(t, r.dir)
+}
+
+// TestStorageWarm runs split 5 twice on the storage regression: the first
+// run boots, logs in and saves the warm state, the second restores it and
+// reaches the same verdict with the same evidence; the notes say where each
+// guest came from; `vmscript warm ls` lists the state.
+func TestStorageWarm(t *testing.T) {
+	needQEMU(t)
+	needLab(t)
+	t.Parallel()
+	knobs := "knobs=lab.storage=hang"
+	first := vms(t, "05-storage.lua", 8*time.Minute, knobs)
+	second := vms(t, "05-storage.lua", 8*time.Minute, knobs)
+	for i, r := range []result{first, second} {
+		if r.code != 1 {
+			t.Errorf("run %d: exit %d, want 1 (the status was not written)", i+1, r.code)
+		}
+		contains(t, "stdout", r.stdout, "storage: bad")
+		notes, _ := checkEvidence(t, r.dir)
+		contains(t, "notes", notes, "pre-nixos-detect-storage")
+	}
+	n1, _ := checkEvidence(t, first.dir)
+	n2, _ := checkEvidence(t, second.dir)
+	contains(t, "the first run's notes", n1, "subject: booted cold and saved as warm state")
+	contains(t, "the second run's notes", n2, "subject: restored from warm state", "its console starts at the restore")
+	t.Logf("first run %.1fs, second %.1fs", first.took.Seconds(), second.took.Seconds())
+	out, err := exec.Command(binary, "warm", "ls").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "subject") {
+		t.Errorf("vmscript warm ls: %v\n%s", err, out)
+	}
 }
 
 // buildTestISO makes an ISO with three squashfs images (gzip, xz, zstd) and

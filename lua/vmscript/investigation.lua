@@ -22,6 +22,8 @@
 ---   lease_timeout=DUR how long to wait for a lease once logged in (default 30s)
 ---   variants="a;b"    shutdown variants (default "systemctl poweroff --no-wall;poweroff")
 ---   deadline=DUR      per shutdown variant (default 120s)
+---   cold=1            boot every guest cold; by default a guest logged in
+---                     once is restored from its warm state (qemu.warm)
 ---@class vmscript.investigation
 local inv = {}
 
@@ -49,6 +51,7 @@ inv.logged_in = {}
 ---@field lease_timeout string
 ---@field variants string[]
 ---@field deadline string
+---@field cold boolean boot cold instead of restoring warm states
 ---@field img table the lab image (lab.image("systemd")), or {} when not built
 
 --- Split "a;b;c" into a list.
@@ -88,6 +91,7 @@ function inv.params(a)
     lease_timeout = a.lease_timeout or "30s",
     variants = list(a.variants or "systemctl poweroff --no-wall;poweroff"),
     deadline = a.deadline or "120s",
+    cold = a.cold == "1",
   }
   if p.good_iso == nil and not p.knobs then p.good_iso = img.good_iso end
   return p
@@ -102,13 +106,13 @@ function inv.describe(p)
   return subject, good
 end
 
---- Start a guest: the subject (which="subject") or the known-good image
---- (which="good"), with the same harness: memory, network, console watch.
+--- qemu.start's options for the subject (which="subject") or the
+--- known-good image (which="good"), with the same harness: memory, network.
 ---@param p vmscript.InvestigationParams
 ---@param which "subject"|"good"
 ---@param o {name?: string, net?: any, forwards?: table}?
----@return vmscript.VM
-function inv.start(p, which, o)
+---@return vmscript.QemuStartOpts
+local function start_opts(p, which, o)
   o = o or {}
   local opts = { name = o.name or which, memory = p.memory, net = o.net, forwards = o.forwards }
   if which == "subject" then
@@ -124,9 +128,58 @@ function inv.start(p, which, o)
       opts.lab, opts.append_extra = "systemd", "lab.storage=ok lab.lan=match lab.shutdown=clean"
     end
   end
-  local vm = qemu.start(opts)
+  return opts
+end
+
+--- Start a guest cold (see start_opts), its console watched for a panic.
+---@param p vmscript.InvestigationParams
+---@param which "subject"|"good"
+---@param o {name?: string, net?: any, forwards?: table}?
+---@return vmscript.VM
+function inv.start(p, which, o)
+  local vm = qemu.start(start_opts(p, which, o))
   vm.console:watch("Kernel panic", "fail")
   return vm
+end
+
+--- Note where a guest came from: its warm state (and when it was saved),
+--- or a cold boot (saved for the next run, or cold=1).
+---@param vm vmscript.VM
+---@param info vmscript.WarmInfo
+local function note_origin(vm, info)
+  if info.hit then
+    notes.observe(string.format("%s: restored from warm state %s, saved %s by the run %s (its boot and login took %.0fs; the restore %.1fs); its console starts at the restore",
+      vm.name, info.key:sub(1, 12), info.created, info.made_by, info.boot_s, info.took_s))
+  elseif info.key then
+    notes.observe(string.format("%s: booted cold and saved as warm state %s (%s); the next run restores it (-a cold=1 boots cold)",
+      vm.name, info.key:sub(1, 12), table.concat(info.why, "; ")))
+  else
+    notes.observe(vm.name .. ": booted cold (-a cold=1)")
+  end
+end
+
+--- Start a guest and log in: restored from its warm state when one was
+--- saved for the same image, options and login (qemu.warm), else booted,
+--- logged in and saved; cold=1 boots without the cache. Its console is
+--- watched for a panic either way.
+---@param p vmscript.InvestigationParams
+---@param which "subject"|"good"
+---@param o {name?: string, net?: any, forwards?: table}?
+---@return vmscript.VM vm, vmscript.Shell sh
+function inv.boot(p, which, o)
+  -- ready closes over the login's parameters only: they, not the rest of
+  -- the investigation's, are part of the warm state.
+  local login = { user = p.user, password = p.password, boot_timeout = p.boot_timeout }
+  local vm, sh, info = qemu.warm{ start = start_opts(p, which, o), cold = p.cold, ready = function(vm)
+    vm.console:watch("Kernel panic", "fail")
+    return inv.login(login, vm)
+  end }
+  if info.hit then
+    vm.console:watch("Kernel panic", "fail")
+    inv.logged_in[vm.name] = time.now()
+  end
+  note_origin(vm, info)
+  return vm, sh
 end
 
 --- Log in on the serial getty and take over the shell once its own prompt
@@ -411,7 +464,7 @@ end
 function inv.probe_host_vs_guest(ctx)
   local p = ctx.p
   local vm = assert(ctx.good, "no known-good VM")
-  local sh = inv.login(p, vm)
+  local sh = ctx.good_shell or inv.login(p, vm)
   ctx.good_shell = sh
   local b = inv.bundle(p, sh, "good")
   local h = inv.health(p, b)

@@ -55,20 +55,28 @@ func (h *Host) functionSource(fn *lua.LFunction) string {
 	return strings.Join(lines[p.LineDefined-1:last], "\n")
 }
 
-// upvalueText renders fn's upvalues by name: plain values as JSON,
-// functions by their source, objects by their type.
+// upvalueText renders fn's upvalues by name: a loaded module by its name
+// (its source is an input of its own; its tables change as it runs),
+// functions by their source, plain values as JSON, objects by their type.
 func (h *Host) upvalueText(fn *lua.LFunction) string {
+	modules := map[lua.LValue]string{}
+	if loaded, ok := h.L.GetField(h.L.GetGlobal("package"), "loaded").(*lua.LTable); ok {
+		loaded.ForEach(func(k, v lua.LValue) { modules[v] = lua.LVAsString(k) })
+	}
 	vals := map[string]any{}
 	for i, uv := range fn.Upvalues {
 		name := fmt.Sprintf("#%d", i)
 		if fn.Proto != nil && i < len(fn.Proto.DbgUpvalues) {
 			name = fn.Proto.DbgUpvalues[i]
 		}
-		if f, ok := uv.Value().(*lua.LFunction); ok {
+		v := uv.Value()
+		if mod, ok := modules[v]; ok {
+			vals[name] = "module " + mod
+		} else if f, ok := v.(*lua.LFunction); ok {
 			vals[name] = h.functionSource(f)
-			continue
+		} else {
+			vals[name] = FromLua(v)
 		}
-		vals[name] = FromLua(uv.Value())
 	}
 	data, err := json.Marshal(vals)
 	if err != nil {

@@ -72,7 +72,11 @@ func (c *Checkpoint) Fork(ctx context.Context, opt ForkOptions) (*Machine, error
 		return nil, err
 	}
 	opt.Name = name
-	return c.fork(ctx, opt)
+	m, err := c.fork(ctx, opt)
+	if err != nil && c.pool != nil {
+		c.pool.release(name) // no guest: the name is free again (the timeline keeps why)
+	}
+	return m, err
 }
 
 // forkName settles a fork's name in the run (with a pool) and among the

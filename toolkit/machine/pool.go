@@ -85,6 +85,21 @@ func (p *Pool) Machines() []*Machine {
 	return append([]*Machine(nil), p.machines...)
 }
 
+// Discard stops a guest the pool does not want after all (a restore whose
+// state turned out broken) and frees its name for another.
+func (p *Pool) Discard(m *Machine) {
+	m.Stop(DefaultStopGrace)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.names, m.Name())
+	for i, x := range p.machines {
+		if x == m {
+			p.machines = append(p.machines[:i], p.machines[i+1:]...)
+			break
+		}
+	}
+}
+
 // Close stops every guest of the pool, newest first.
 func (p *Pool) Close() {
 	ms := p.Machines()

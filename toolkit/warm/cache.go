@@ -93,6 +93,10 @@ type Entry struct {
 	// saved: a restore resumes it.
 	Shell bool   `json:"shell"`
 	User  string `json:"user,omitempty"`
+	// Leased are the MACs whose LAN leases the guest held when saved: a
+	// restore renews those (a guest that had none, like one whose NIC never
+	// came up, is left as it was).
+	Leased []string `json:"leased,omitempty"`
 	// Run is the run directory that made it.
 	Run string `json:"run,omitempty"`
 

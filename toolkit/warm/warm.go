@@ -90,8 +90,10 @@ func withTook(r *Result, t0 time.Time) *Result {
 	return r
 }
 
-// tryRestore restores the entry of key if it is there and whole; a broken
-// entry is removed and said why.
+// tryRestore restores the entry of key if it is there and whole (its sums
+// are checked while QEMU loads it); a broken entry is removed, under the
+// exclusive lock only (a run restoring it holds the shared one: Start takes
+// the exclusive one next and looks again), and said why.
 func (c *Cache) tryRestore(ctx context.Context, pool *machine.Pool, req Request, key Key, locked bool) (*Result, []string, error) {
 	if !locked {
 		unlock, err := c.lock(ctx, key.Hash, false)
@@ -101,25 +103,33 @@ func (c *Cache) tryRestore(ctx context.Context, pool *machine.Pool, req Request,
 		defer unlock()
 	}
 	e, err := c.read(key.Hash)
-	if err == nil && e != nil {
-		err = e.verify()
-	}
-	if err != nil {
-		// Removed under the exclusive lock only (a run restoring it holds
-		// the shared one): Start takes it next and looks again.
-		if !locked {
-			return nil, nil, nil
-		}
-		why := fmt.Sprintf("the entry %s was not whole (%v): removed, and built again", key.Hash[:12], err)
-		c.event(req.Spec, "warm-broken", map[string]any{"key": key.Hash, "error": err.Error()})
-		removeDir(c.entryDir(key.Hash))
-		return nil, []string{why}, nil
-	}
-	if e == nil {
+	if err == nil && e == nil {
 		return nil, c.Explain(key), nil
 	}
-	res, err := c.restore(ctx, pool, req, e)
-	return res, nil, err
+	var res *Result
+	if err == nil {
+		res, err = c.restore(ctx, pool, req, e)
+		if err == nil || !isBroken(err) {
+			return res, nil, err
+		}
+	}
+	if !locked {
+		return nil, nil, nil
+	}
+	why := fmt.Sprintf("the entry %s was not whole (%v): removed, and built again", key.Hash[:12], err)
+	c.event(req.Spec, "warm-broken", map[string]any{"key": key.Hash, "error": err.Error()})
+	removeDir(c.entryDir(key.Hash))
+	return nil, []string{why}, nil
+}
+
+// brokenError is an entry whose files do not match their sums.
+type brokenError struct{ err error }
+
+func (b brokenError) Error() string { return b.err.Error() }
+
+func isBroken(err error) bool {
+	_, ok := err.(brokenError)
+	return ok
 }
 
 // build boots, prepares and saves the state; the machine goes on running.
@@ -139,7 +149,7 @@ func (c *Cache) build(ctx context.Context, pool *machine.Pool, req Request, key 
 	if err != nil {
 		return &Result{Machine: m, Shell: sh}, vmerr.Wrap(vmerr.KindOf(err), err, "warm: saving the state of %s", m.Name())
 	}
-	e := &Entry{Key: key, Created: time.Now().UTC(), Took: took, Shell: sh != nil}
+	e := &Entry{Key: key, Created: time.Now().UTC(), Took: took, Shell: sh != nil, Leased: leased(m)}
 	if sh != nil {
 		e.User = sh.User()
 	}
@@ -217,7 +227,17 @@ func (c *Cache) restore(ctx context.Context, pool *machine.Pool, req Request, e 
 	if err != nil {
 		return nil, err
 	}
+	// The sums are checked while QEMU loads the state (both read it from
+	// the page cache): a broken entry is never used, and costs no time.
+	verified := make(chan error, 1)
+	go func() { verified <- e.verify() }()
 	m, err := pool.OpenCheckpoint(cp, spec).Fork(ctx, machine.ForkOptions{Name: spec.QEMU.Name, OverlayDir: overlays, ExpectTimeout: spec.ExpectTimeout})
+	if verr := <-verified; verr != nil {
+		if m != nil {
+			pool.Discard(m)
+		}
+		return nil, brokenError{verr}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -231,17 +251,29 @@ func (c *Cache) restore(ctx context.Context, pool *machine.Pool, req Request, e 
 	if res.Shell, err = m.ResumeShell(ctx, shell.Options{User: e.User}); err != nil {
 		return res, err
 	}
-	return res, settle(ctx, m, res.Shell)
+	return res, settle(ctx, m, res.Shell, len(e.Leased) > 0)
 }
 
-// settle sets a restored guest's clock (it stood still in the cache) and
-// renews its LAN leases (the guest holds the old run's).
-func settle(ctx context.Context, m *machine.Machine, sh *shell.Shell) error {
+// leased returns the MACs of m's LAN ports that hold a lease.
+func leased(m *machine.Machine) []string {
+	var macs []string
+	for _, p := range m.Ports() {
+		if _, ok := p.LAN.DHCP().Lease(p.MAC); ok {
+			macs = append(macs, p.MAC)
+		}
+	}
+	return macs
+}
+
+// settle sets a restored guest's clock (it stood still in the cache) and,
+// when it held a lease when saved, renews its LAN lease (it holds the old
+// run's).
+func settle(ctx context.Context, m *machine.Machine, sh *shell.Shell, renew bool) error {
 	cmd := "date -u -s @" + strconv.FormatInt(time.Now().Unix()+1, 10) + " >/dev/null"
 	if _, err := command.Check(ctx, sh, cmd, command.Options{}); err != nil {
 		return vmerr.Wrap(vmerr.KindOf(err), err, "warm: setting the clock of %s", m.Name())
 	}
-	if len(m.Ports()) > 0 {
+	if renew && len(m.Ports()) > 0 {
 		if _, err := m.RenewLease(ctx, machine.RenewOptions{Runner: sh}); err != nil {
 			return err
 		}
