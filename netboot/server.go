@@ -24,7 +24,6 @@ package netboot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,8 +37,10 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+	"github.com/vmscript/vmscript/toolkit/eventlog"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/lan"
+	"github.com/vmscript/vmscript/toolkit/record"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -207,10 +208,11 @@ type Server struct {
 	serveWG   sync.WaitGroup // Serve loops
 	reqWG     sync.WaitGroup // request handlers
 
-	mu       sync.Mutex
-	seq      int
-	requests []Request
-	changed  chan struct{} // closed and replaced when requests grows
+	mu  sync.Mutex
+	seq int
+	// requests are the finished requests in the order they finished; the
+	// log is closed when the server closes.
+	requests *eventlog.Log[Request]
 	pending  map[string]*pendingRead
 	active   map[string]bool // TFTP clients with a transfer in progress
 	log      *os.File
@@ -239,12 +241,13 @@ func Serve(opt Options) (_ *Server, err error) {
 	}
 	s := &Server{
 		opt: opt, name: opt.Name, source: "netboot", overlay: map[string]string{},
-		started: time.Now(), maxBlk: opt.MaxBlockSize, changed: make(chan struct{}),
+		started: time.Now(), maxBlk: opt.MaxBlockSize, requests: eventlog.New[Request](),
 		pending: map[string]*pendingRead{}, active: map[string]bool{}, done: make(chan struct{}),
 	}
 	if opt.Name != "netboot" {
 		s.source = "netboot:" + opt.Name
 	}
+	s.requests.Subscribe(s.publish)
 	defer func() {
 		if err != nil {
 			s.closeResources()
@@ -407,10 +410,8 @@ func (s *Server) MaxBlockSize() int { return s.maxBlk }
 
 // Requests returns the finished requests that f selects, in arrival order.
 func (s *Server) Requests(f Filter) []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []Request
-	for _, r := range s.requests {
+	for _, r := range s.requests.All() {
 		if f.match(r) {
 			out = append(out, r)
 		}
@@ -427,28 +428,14 @@ func (s *Server) Requests(f Filter) []Request {
 // kind "exited".
 func (s *Server) WaitFile(ctx context.Context, name string) (Request, error) {
 	start := time.Now()
-	for {
-		s.mu.Lock()
-		for _, r := range s.requests {
-			if r.Outcome == Served && matchName(name, r.File) {
-				s.mu.Unlock()
-				return r, nil
-			}
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-s.done:
-			return Request{}, s.waitError(vmerr.Exited, name, start, "the server closed")
-		case <-ctx.Done():
-			kind := vmerr.Timeout
-			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				kind = vmerr.Cancelled
-			}
-			return Request{}, s.waitError(kind, name, start, "")
-		}
+	r, _, err := s.requests.Wait(ctx, 0, func(_ int, r Request) bool { return r.Outcome == Served && matchName(name, r.File) })
+	switch {
+	case err == nil:
+		return r, nil
+	case ctx.Err() != nil:
+		return Request{}, s.waitError(vmerr.DoneKind(ctx), name, start, "")
 	}
+	return Request{}, s.waitError(vmerr.Exited, name, start, "the server closed")
 }
 
 func (s *Server) waitError(kind, name string, start time.Time, why string) error {
@@ -515,33 +502,16 @@ func (s *Server) begin() int {
 // record stores a finished request and writes it to the timeline and log.
 func (s *Server) record(r Request) {
 	r.Duration = time.Since(r.Start)
-	s.mu.Lock()
 	if r.Seq == 0 {
-		s.seq++
-		r.Seq = s.seq
+		r.Seq = s.begin()
 	}
-	s.requests = append(s.requests, r)
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
-	fields := map[string]any{"seq": r.Seq, "proto": r.Proto, "op": r.Op, "client": r.Client, "file": r.File,
-		"bytes": r.Bytes, "size": r.Size, "duration_s": r.Duration.Seconds(), "outcome": r.Outcome}
-	if r.Reason != "" {
-		fields["reason"] = r.Reason
-	}
-	if r.Source != "" {
-		fields["source"] = r.Source
-	}
-	if r.BlockSize != 0 {
-		fields["blksize"] = r.BlockSize
-	}
-	if len(r.Options) > 0 {
-		fields["options"] = r.Options
-	}
-	if r.Status != 0 {
-		fields["status"] = r.Status
-	}
-	s.event("request", fields)
+	s.requests.Append(r) // its subscriber writes the timeline and netboot.log
+}
+
+// publish writes a finished request to the timeline (the same fields as
+// the Lua table) and to netboot.log.
+func (s *Server) publish(_ int, r Request) {
+	s.event("request", record.Map(r))
 	s.logLine(r.Start.Format(journal.WallFormat) + " " + s.name + " #" + strconv.Itoa(r.Seq) + " " + r.Summary())
 }
 
@@ -591,8 +561,9 @@ func (s *Server) Close() error {
 			delete(s.pending, k)
 		}
 		s.mu.Unlock()
-		s.event("stop", map[string]any{"requests": len(s.Requests(Filter{}))})
+		s.event("stop", map[string]any{"requests": s.requests.Len()})
 		s.logLine(time.Now().Format(journal.WallFormat) + " " + s.name + " stop")
+		s.requests.Close(vmerr.New(vmerr.Exited, "netboot %s: closed", s.name))
 		close(s.done)
 		s.closeResources()
 	})

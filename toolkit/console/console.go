@@ -43,7 +43,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/eventlog"
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/record"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -118,6 +120,9 @@ type Console struct {
 	partText int64 // stripped start of the incomplete last line
 	waiters  map[*waiter]struct{}
 	watchers []*watcher // copy-on-write
+	// lineLog carries every completed line, as the fn watchers and the
+	// timeline see it (its newest lines only: the history is the log file).
+	lineLog  *eventlog.Log[Line]
 	fails    []*watchFail
 	closeErr *vmerr.Error
 	closedCh chan struct{}
@@ -151,8 +156,13 @@ func New(opt Options) (*Console, error) {
 		sendTimeout: opt.SendTimeout,
 		eofGrace:    opt.EOFGrace,
 		waiters:     map[*waiter]struct{}{},
+		lineLog:     eventlog.NewBounded[Line](lineLogKeep),
 		closedCh:    make(chan struct{}),
 		done:        make(chan struct{}),
+	}
+	if c.run != nil {
+		run, source := c.run, c.source
+		c.lineLog.Subscribe(func(_ int, l Line) { run.Event(source, "line", record.Map(l)) })
 	}
 	if c.lineEnding == "" {
 		c.lineEnding = "\r"
@@ -280,15 +290,12 @@ func (c *Console) Feed(p []byte) {
 		}
 	}
 	for _, w := range watchers {
+		if !w.fail {
+			continue
+		}
 		for i, l := range st.lines {
-			if !w.match(lineTexts[i]) {
-				continue
-			}
-			if w.fail {
+			if w.match(lineTexts[i]) {
 				newFails = append(newFails, &watchFail{w: w, line: lineTexts[i], textEnd: l.end + 1, rawEnd: l.rawEnd})
-			}
-			if w.fn != nil {
-				w.enqueue(lineTexts[i])
 			}
 		}
 	}
@@ -314,13 +321,23 @@ func (c *Console) Feed(p []byte) {
 	}
 	c.mu.Unlock()
 
-	// 5. The timeline, outside mu.
-	if c.run != nil {
+	// 5. The line log, outside mu: the timeline and the fn watchers.
+	if lineTexts != nil {
 		for i, l := range st.lines {
-			c.run.Event(c.source, "line", map[string]any{"text": lineTexts[i], "raw_offset": l.rawStart})
+			c.lineLog.Append(Line{Text: lineTexts[i], RawOffset: l.rawStart})
 		}
 	}
 }
+
+// Line is a completed console line (ANSI-stripped) and where it starts in
+// the raw stream.
+type Line struct {
+	Text      string `json:"text"`
+	RawOffset int64  `json:"raw_offset"`
+}
+
+// lineLogKeep is how many lines the line log keeps for watchers that lag.
+const lineLogKeep = 4096
 
 // appendDoubling is append with capacity doubling: append grows large
 // slices by 1.25×, which for a history of N bytes allocates about 5N in
@@ -408,6 +425,7 @@ func (c *Console) finish() {
 		c.logClosed = true
 	}
 	c.feedMu.Unlock()
+	c.lineLog.Close(vmerr.New(vmerr.Exited, "console %s: closed", c.name))
 	c.doneOnce.Do(func() { close(c.done) })
 }
 

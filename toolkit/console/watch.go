@@ -1,10 +1,12 @@
 package console
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"sync"
 
+	"github.com/vmscript/vmscript/toolkit/eventlog"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -20,10 +22,9 @@ type watcher struct {
 	cancelled bool
 	fired     bool
 
-	qmu   sync.Mutex
-	queue []string
-	wake  chan struct{}
-	stop  chan struct{}
+	// from is the first line (of Console.lineLog) fn sees; stop ends it.
+	from int
+	stop context.CancelFunc
 }
 
 // watchFail is a fired fail watcher: the line and where it ended.
@@ -48,36 +49,19 @@ func (w *watcher) match(line string) bool {
 	return strings.Contains(line, w.lit)
 }
 
-func (w *watcher) enqueue(line string) {
-	w.qmu.Lock()
-	w.queue = append(w.queue, line)
-	w.qmu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-// loop calls fn for queued lines, off the reader goroutine, in order.
-func (w *watcher) loop() {
+// loop calls fn for every matching line of the console's line log, off the
+// reader goroutine, in order, until the watcher is cancelled or the console
+// closes. (The log keeps its newest lines only: a fn that falls thousands
+// of lines behind skips the oldest.)
+func (w *watcher) loop(ctx context.Context, lines *eventlog.Log[Line]) {
+	next := w.from
 	for {
-		select {
-		case <-w.stop:
+		l, seq, err := lines.Wait(ctx, next, func(_ int, l Line) bool { return w.match(l.Text) })
+		if err != nil {
 			return
-		case <-w.wake:
 		}
-		w.qmu.Lock()
-		q := w.queue
-		w.queue = nil
-		w.qmu.Unlock()
-		for _, l := range q {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			w.fn(l)
-		}
+		w.fn(l.Text)
+		next = seq + 1
 	}
 }
 
@@ -99,8 +83,8 @@ func (c *Console) Watch(p Pattern, fail bool, fn func(line string)) (cancel func
 	if err != nil {
 		return nil, vmerr.Wrap(vmerr.Usage, err, "console %s: watch", c.name).With("vm", c.name)
 	}
-	w := &watcher{lit: string(cp[0].lit), re: cp[0].re, fail: fail, fn: fn, desc: p.String(),
-		wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	w := &watcher{lit: string(cp[0].lit), re: cp[0].re, fail: fail, fn: fn, desc: p.String(), stop: stop}
 	// Registering under feedMu makes the start exact: the next Feed sees it.
 	c.feedMu.Lock()
 	c.mu.Lock()
@@ -108,9 +92,10 @@ func (c *Console) Watch(p Pattern, fail bool, fn func(line string)) (cancel func
 	ws = append(ws, c.watchers...)
 	c.watchers = append(ws, w)
 	c.mu.Unlock()
+	w.from = c.lineLog.Len()
 	c.feedMu.Unlock()
 	if fn != nil {
-		go w.loop()
+		go w.loop(ctx, c.lineLog)
 	}
 	var once sync.Once
 	return func() {
@@ -132,7 +117,7 @@ func (c *Console) Watch(p Pattern, fail bool, fn func(line string)) (cancel func
 			}
 			c.fails = fs
 			c.mu.Unlock()
-			close(w.stop)
+			w.stop()
 		})
 	}, nil
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/vmscript/vmscript/toolkit/eventlog"
+	"github.com/vmscript/vmscript/toolkit/record"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -77,16 +79,6 @@ func (e Event) String() string {
 	return b.String()
 }
 
-func (e Event) fields() map[string]any {
-	f := map[string]any{"dir": e.Dir, "type": e.Type, "mac": e.MAC, "xid": e.XID}
-	for k, v := range map[string]string{"hostname": e.Hostname, "requested": e.Requested, "offered": e.Offered, "bootfile": e.Bootfile, "note": e.Note} {
-		if v != "" {
-			f[k] = v
-		}
-	}
-	return f
-}
-
 // Lease is an address the server acknowledged.
 type Lease struct {
 	// IP is the leased address.
@@ -118,8 +110,9 @@ type DHCP struct {
 	owners   map[netip.Addr]string
 	declined map[netip.Addr]bool
 	leases   map[string]Lease
-	events   []Event
-	changed  chan struct{}
+	// events are every DHCP message in and out; each append wakes
+	// WaitLease, and writes the DHCP log and the timeline (publish).
+	events   *eventlog.Log[Event]
 	paused   bool
 	delay    time.Duration
 	naks     map[string]bool
@@ -131,7 +124,8 @@ type DHCP struct {
 func newDHCP(l *LAN, statics map[string]netip.Addr, dns []net.IP) *DHCP {
 	d := &DHCP{lan: l, statics: statics, dns: dns,
 		bindings: map[string]netip.Addr{}, owners: map[netip.Addr]string{}, declined: map[netip.Addr]bool{},
-		leases: map[string]Lease{}, naks: map[string]bool{}, changed: make(chan struct{})}
+		leases: map[string]Lease{}, naks: map[string]bool{}, events: eventlog.New[Event]()}
+	d.events.Subscribe(d.publish)
 	d.poolFirst = l.gw.Next()
 	d.poolLast = l.broadcast().Prev()
 	// Leave the low addresses for static assignments when there is room.
@@ -186,18 +180,18 @@ func (d *DHCP) stop() {
 	d.mu.Unlock()
 }
 
-// record appends an event, writes it to the timeline and the DHCP log, and
-// wakes waiters.
-func (d *DHCP) record(ev Event) {
+// record appends an event: it wakes the waiters, and publish writes it.
+func (d *DHCP) record(ev Event) { d.events.Append(ev) }
+
+// publish writes an event to the DHCP log and, as the same record the
+// script sees, to the timeline.
+func (d *DHCP) publish(_ int, ev Event) {
 	d.mu.Lock()
-	d.events = append(d.events, ev)
 	if d.log != nil {
 		d.log.Write([]byte(ev.String() + "\n"))
 	}
-	close(d.changed)
-	d.changed = make(chan struct{})
 	d.mu.Unlock()
-	d.lan.event("dhcp", ev.fields())
+	d.lan.event("dhcp", record.Map(ev))
 }
 
 // Pause stops answering: messages are still received and logged ("not
@@ -287,10 +281,8 @@ func (d *DHCP) Events(mac string) []Event {
 			mac = m
 		}
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []Event
-	for _, e := range d.events {
+	for _, e := range d.events.All() {
 		if mac == "" || e.MAC == mac {
 			out = append(out, e)
 		}
@@ -334,9 +326,9 @@ func (d *DHCP) WaitLease(ctx context.Context, mac string) (Lease, error) {
 	}
 	t0 := time.Now()
 	for {
+		ch := d.events.Changed() // before the look: a lease made after it wakes us
 		d.mu.Lock()
 		l, ok := d.leases[m]
-		ch := d.changed
 		d.mu.Unlock()
 		if ok {
 			return l, nil

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/eventlog"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -65,15 +66,16 @@ func (e *CommandError) Error() string {
 type QMPClient struct {
 	conn     net.Conn
 	greeting Greeting
-	onEvent  func(Event)
 
 	wmu sync.Mutex // serialises writes of whole commands
+
+	// events holds every event of the connection; it is closed with the
+	// connection's end.
+	events *eventlog.Log[Event]
 
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[string]chan reply
-	events  []Event
-	notify  chan struct{} // closed and replaced when an event arrives
 	err     error         // why the connection ended; set once
 	done    chan struct{} // closed when the reader stops
 }
@@ -118,10 +120,12 @@ func DialQMP(ctx context.Context, conn net.Conn, onEvent func(Event)) (*QMPClien
 	defer cancel()
 	c := &QMPClient{
 		conn:    conn,
-		onEvent: onEvent,
+		events:  eventlog.New[Event](),
 		pending: map[string]chan reply{},
-		notify:  make(chan struct{}),
 		done:    make(chan struct{}),
+	}
+	if onEvent != nil {
+		c.events.Subscribe(func(_ int, ev Event) { onEvent(ev) })
 	}
 	dec := json.NewDecoder(conn)
 	// The greeting is read here, under the context's deadline.
@@ -191,7 +195,7 @@ func (c *QMPClient) fail(err error) {
 		delete(c.pending, id)
 		close(ch)
 	}
-	close(c.notify)
+	c.events.Close(err)
 }
 
 func (c *QMPClient) read(dec *json.Decoder) {
@@ -215,19 +219,8 @@ func (c *QMPClient) read(dec *json.Decoder) {
 				Time:     time.Unix(m.Timestamp.Seconds, m.Timestamp.Microseconds*1000),
 				Received: time.Now(),
 			}
-			c.mu.Lock()
-			if c.err != nil {
-				c.mu.Unlock()
-				continue
-			}
-			ev.Seq = len(c.events)
-			c.events = append(c.events, ev)
-			close(c.notify)
-			c.notify = make(chan struct{})
-			c.mu.Unlock()
-			if c.onEvent != nil {
-				c.onEvent(ev)
-			}
+			ev.Seq = c.events.Len() // only this goroutine appends
+			c.events.Append(ev)
 		case m.ID != nil:
 			id := string(bytes.TrimSpace(m.ID))
 			c.mu.Lock()
@@ -346,19 +339,11 @@ func (c *QMPClient) write(ctx context.Context, data []byte) error {
 }
 
 // Events returns a copy of the events received so far.
-func (c *QMPClient) Events() []Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]Event(nil), c.events...)
-}
+func (c *QMPClient) Events() []Event { return c.events.All() }
 
 // Mark returns the Seq the next event will have: pass it to WaitEvent to
 // wait only for events that arrive after this call.
-func (c *QMPClient) Mark() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.events)
-}
+func (c *QMPClient) Mark() int { return c.events.Len() }
 
 // WaitEvent returns the first event with Seq ≥ from named name (any name if
 // empty) for which match (if not nil) returns true. Events that arrived
@@ -367,30 +352,14 @@ func (c *QMPClient) Mark() int {
 // such an event arrives, and kind "timeout" when ctx expires (there is no
 // default deadline: pass one).
 func (c *QMPClient) WaitEvent(ctx context.Context, name string, match func(json.RawMessage) bool, from int) (Event, error) {
-	if from < 0 {
-		from = 0
+	ev, _, err := c.events.Wait(ctx, from, func(_ int, ev Event) bool {
+		return (name == "" || ev.Name == name) && (match == nil || match(ev.Data))
+	})
+	if err == nil {
+		return ev, nil
 	}
-	next := from
-	for {
-		c.mu.Lock()
-		evs := c.events
-		notify := c.notify
-		ended := c.err
-		c.mu.Unlock()
-		for ; next < len(evs); next++ {
-			ev := evs[next]
-			if (name == "" || ev.Name == name) && (match == nil || match(ev.Data)) {
-				return ev, nil
-			}
-		}
-		if ended != nil {
-			return Event{}, vmerr.Wrap(vmerr.Exited, ended, "qmp: waiting for event %s", name).With("event", name)
-		}
-		select {
-		case <-notify:
-		case <-ctx.Done():
-			kind := vmerr.DoneKind(ctx)
-			return Event{}, vmerr.Wrap(kind, ctx.Err(), "qmp: waiting for event %s", name).With("event", name)
-		}
+	if ctx.Err() != nil {
+		return Event{}, vmerr.Wrap(vmerr.DoneKind(ctx), ctx.Err(), "qmp: waiting for event %s", name).With("event", name)
 	}
+	return Event{}, vmerr.Wrap(vmerr.Exited, err, "qmp: waiting for event %s", name).With("event", name)
 }
