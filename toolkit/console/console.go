@@ -115,7 +115,7 @@ type Console struct {
 	mu       sync.Mutex
 	raw      []byte // the raw stream; append-only
 	text     []byte // the stripped stream; append-only
-	cps      []checkpoint
+	pairs    []offsetPair
 	lines    []lineRec
 	partText int64 // stripped start of the incomplete last line
 	waiters  map[*waiter]struct{}
@@ -276,7 +276,7 @@ func (c *Console) Feed(p []byte) {
 	watchers := c.watchers
 	c.mu.Unlock()
 	st := &c.st
-	st.out, st.cps, st.lines = st.out[:0], st.cps[:0], st.lines[:0]
+	st.out, st.pairs, st.lines = st.out[:0], st.pairs[:0], st.lines[:0]
 	st.strip(p, rawBase)
 
 	// 3. Watchers see each completed line before it is published, so a
@@ -304,7 +304,7 @@ func (c *Console) Feed(p []byte) {
 	c.mu.Lock()
 	c.raw = appendDoubling(c.raw, p)
 	c.text = appendDoubling(c.text, st.out)
-	c.cps = appendDoubling(c.cps, st.cps)
+	c.pairs = appendDoubling(c.pairs, st.pairs)
 	c.lines = appendDoubling(c.lines, st.lines)
 	c.partText = st.lineText
 	for _, f := range newFails {

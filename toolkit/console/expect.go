@@ -269,131 +269,189 @@ func (c *Console) Expect(ctx context.Context, pats []Pattern, opt ExpectOptions)
 	if timeout <= 0 {
 		timeout = c.defTimeout
 	}
-	w := &waiter{ch: make(chan struct{}, 1)}
-	c.mu.Lock()
-	from := c.last
-	if opt.From != nil {
-		from = *opt.From
-	}
-	c.waiters[w] = struct{}{}
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.waiters, w)
-		c.mu.Unlock()
-	}()
-
+	w, from := c.addWaiter(opt.From)
+	defer c.removeWaiter(w)
 	if c.run != nil && !opt.Quiet {
-		// wait-start and wait-end let a progress display show what is
-		// awaited, where, and for how long.
-		ev := map[string]any{"patterns": patternList(pats), "timeout_s": timeout.Seconds()}
-		if opt.Desc != "" {
-			ev["what"] = opt.Desc
-		}
-		c.run.Event(c.source, "wait-start", ev)
-		defer func() {
-			f := map[string]any{"patterns": patternList(pats), "waited_s": time.Since(start).Seconds(), "ok": err == nil}
-			if opt.Desc != "" {
-				f["what"] = opt.Desc
-			}
-			if ve, isVM := err.(*vmerr.Error); isVM {
-				f["kind"] = ve.Kind
-			}
-			c.run.Event(c.source, "wait-end", f)
-		}()
+		end := c.recordWait(pats, opt, timeout, start)
+		defer func() { end(err) }()
 	}
-
-	fromOff := from.Text
-	if opt.Raw {
-		fromOff = from.Raw
-	}
-	fromOff = max(fromOff, 0)
-	m := &matcher{pats: cp, from: fromOff, pos: fromOff, line: fromOff}
-
+	x := newExpectation(c, pats, cp, opt, from)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	// With a settle time: cand is a match at the end of the text; it is
-	// taken once settled has fired with no output after it.
-	var (
-		cand    *hit
-		settled <-chan time.Time
-		fired   bool
-	)
-	settleOf := func(idx int) time.Duration {
-		if d := pats[idx].Settle; d > 0 {
-			return d
-		}
-		return opt.Settle
-	}
 	for {
-		c.mu.Lock()
-		buf := c.text
-		if opt.Raw {
-			buf = c.raw
-		}
-		if m.pos > int64(len(buf)) { // a mark from the future: clamp
-			m.from, m.pos, m.line = int64(len(buf)), int64(len(buf)), int64(len(buf))
-			fromOff = min(fromOff, int64(len(buf)))
-		}
-		closeErr := c.closeErr
-		var fail *watchFail
-		for _, f := range c.fails {
-			if fail == nil || f.textEnd < fail.textEnd {
-				fail = f
+		if mt, err, done := x.step(c.waitState(opt.Raw)); done {
+			if err != nil {
+				return nil, c.waitErr(err, pats, start)
 			}
-		}
-		c.mu.Unlock()
-
-		if cand != nil && int64(len(buf)) > cand.end {
-			// Output came after the candidate: look again from its start,
-			// where a regex may now match a longer text.
-			m = &matcher{pats: cp, from: cand.start, pos: cand.start, line: cand.start}
-			cand, settled, fired = nil, nil, false
-		}
-		if cand != nil && (fired || closeErr != nil) {
-			// Still the last thing after the settle time, or the console
-			// closed meanwhile.
-			return c.matched(pats, *cand, buf, fromOff, opt.Raw), nil
-		}
-		if cand == nil {
-			if h, ok := m.scan(buf); ok && (fail == nil || h.end <= fail.end(opt.Raw)) {
-				switch {
-				case settleOf(h.idx) <= 0:
-					return c.matched(pats, h, buf, fromOff, opt.Raw), nil
-				case h.end < int64(len(buf)):
-					// Not the last thing: go on after it.
-					next := max(h.end, h.start+1)
-					m = &matcher{pats: cp, from: next, pos: next, line: next}
-					continue
-				case closeErr != nil:
-					// At the end of a closed console: nothing more can come.
-					return c.matched(pats, h, buf, fromOff, opt.Raw), nil
-				default:
-					cand = &h
-					settled = time.After(settleOf(h.idx))
-				}
-			}
-		}
-		if fail != nil {
-			return nil, c.waitErr(vmerr.New(vmerr.Watch, "%s: watcher %s matched while waiting for %s: %s",
-				c.name, fail.w.desc, patternDesc(pats), fail.line).With("line", fail.line).With("watch", fail.w.desc), pats, start)
-		}
-		if closeErr != nil {
-			return nil, c.waitErr(copyErr(closeErr), pats, start)
+			return mt, nil
 		}
 		select {
 		case <-w.ch:
-		case <-settled:
-			fired = true
+		case <-x.settled:
+			x.fired = true
 		case <-timer.C:
-			waited := time.Since(start)
 			return nil, c.waitErr(vmerr.New(vmerr.Timeout, "%s: timed out after %s waiting for %s on the console",
-				c.name, fmtSeconds(waited), patternDesc(pats)), pats, start)
+				c.name, fmtSeconds(time.Since(start)), patternDesc(pats)), pats, start)
 		case <-ctx.Done():
 			e := vmerr.Wrap(vmerr.Cancelled, context.Cause(ctx), "%s: cancelled while waiting for %s on the console", c.name, patternDesc(pats))
 			return nil, c.waitErr(e, pats, start)
 		}
 	}
+}
+
+// addWaiter registers a wait to be woken by new bytes and returns where it
+// starts: from, or the end of the last match.
+func (c *Console) addWaiter(from *Mark) (*waiter, Mark) {
+	w := &waiter{ch: make(chan struct{}, 1)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.last
+	if from != nil {
+		m = *from
+	}
+	c.waiters[w] = struct{}{}
+	return w, m
+}
+
+func (c *Console) removeWaiter(w *waiter) {
+	c.mu.Lock()
+	delete(c.waiters, w)
+	c.mu.Unlock()
+}
+
+// recordWait writes wait-start now, and returns what writes wait-end: they
+// let a progress display show what is awaited, where, and for how long.
+func (c *Console) recordWait(pats []Pattern, opt ExpectOptions, timeout time.Duration, start time.Time) func(error) {
+	ev := map[string]any{"patterns": patternList(pats), "timeout_s": timeout.Seconds()}
+	if opt.Desc != "" {
+		ev["what"] = opt.Desc
+	}
+	c.run.Event(c.source, "wait-start", ev)
+	return func(err error) {
+		f := map[string]any{"patterns": patternList(pats), "waited_s": time.Since(start).Seconds(), "ok": err == nil}
+		if opt.Desc != "" {
+			f["what"] = opt.Desc
+		}
+		if ve, isVM := err.(*vmerr.Error); isVM {
+			f["kind"] = ve.Kind
+		}
+		c.run.Event(c.source, "wait-end", f)
+	}
+}
+
+// waitState is what a wait looks at: the stream so far, the close reason,
+// the earliest fired fail watcher.
+type waitState struct {
+	buf      []byte
+	closeErr *vmerr.Error
+	fail     *watchFail
+}
+
+func (c *Console) waitState(raw bool) waitState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := waitState{buf: c.text, closeErr: c.closeErr}
+	if raw {
+		st.buf = c.raw
+	}
+	for _, f := range c.fails {
+		if st.fail == nil || f.textEnd < st.fail.textEnd {
+			st.fail = f
+		}
+	}
+	return st
+}
+
+// expectation is one Expect's scan: its patterns, its matcher, and a
+// candidate match waiting to settle (taken once settled has fired with no
+// output after it).
+type expectation struct {
+	c       *Console
+	pats    []Pattern
+	cp      []compiled
+	opt     ExpectOptions
+	fromOff int64
+	m       *matcher
+	cand    *hit
+	settled <-chan time.Time
+	fired   bool
+}
+
+func newExpectation(c *Console, pats []Pattern, cp []compiled, opt ExpectOptions, from Mark) *expectation {
+	off := from.Text
+	if opt.Raw {
+		off = from.Raw
+	}
+	off = max(off, 0)
+	return &expectation{c: c, pats: pats, cp: cp, opt: opt, fromOff: off, m: &matcher{pats: cp, from: off, pos: off, line: off}}
+}
+
+// restart scans again from off.
+func (x *expectation) restart(off int64) { x.m = &matcher{pats: x.cp, from: off, pos: off, line: off} }
+
+func (x *expectation) settleOf(idx int) time.Duration {
+	if d := x.pats[idx].Settle; d > 0 {
+		return d
+	}
+	return x.opt.Settle
+}
+
+// step looks at the stream once: done with a match, or with the error that
+// ends the wait (a fail watcher, the console's close), or not done.
+func (x *expectation) step(st waitState) (*Match, *vmerr.Error, bool) {
+	if x.m.pos > int64(len(st.buf)) { // a mark from the future: clamp
+		x.restart(int64(len(st.buf)))
+		x.fromOff = min(x.fromOff, int64(len(st.buf)))
+	}
+	if x.cand != nil && int64(len(st.buf)) > x.cand.end {
+		// Output came after the candidate: look again from its start,
+		// where a regex may now match a longer text.
+		x.restart(x.cand.start)
+		x.cand, x.settled, x.fired = nil, nil, false
+	}
+	if x.cand != nil && (x.fired || st.closeErr != nil) {
+		// Still the last thing after the settle time, or the console
+		// closed meanwhile.
+		return x.c.matched(x.pats, *x.cand, st.buf, x.fromOff, x.opt.Raw), nil, true
+	}
+	for again := x.cand == nil; again; {
+		var mt *Match
+		var done bool
+		if mt, again, done = x.scan(st); done {
+			return mt, nil, true
+		}
+	}
+	if st.fail != nil {
+		return nil, vmerr.New(vmerr.Watch, "%s: watcher %s matched while waiting for %s: %s",
+			x.c.name, st.fail.w.desc, patternDesc(x.pats), st.fail.line).With("line", st.fail.line).With("watch", st.fail.w.desc), true
+	}
+	if st.closeErr != nil {
+		return nil, copyErr(st.closeErr), true
+	}
+	return nil, nil, false
+}
+
+// scan looks for a new match: one without a settle time is taken, one
+// that is not the last thing is passed over (again: scan on after it), one
+// at the end becomes the candidate that must settle.
+func (x *expectation) scan(st waitState) (mt *Match, again, done bool) {
+	h, ok := x.m.scan(st.buf)
+	if !ok || (st.fail != nil && h.end > st.fail.end(x.opt.Raw)) {
+		return nil, false, false
+	}
+	switch {
+	case x.settleOf(h.idx) <= 0:
+		return x.c.matched(x.pats, h, st.buf, x.fromOff, x.opt.Raw), false, true
+	case h.end < int64(len(st.buf)):
+		x.restart(max(h.end, h.start+1))
+		return nil, true, false
+	case st.closeErr != nil:
+		// At the end of a closed console: nothing more can come.
+		return x.c.matched(x.pats, h, st.buf, x.fromOff, x.opt.Raw), false, true
+	}
+	x.cand = &h
+	x.settled = time.After(x.settleOf(h.idx))
+	return nil, false, false
 }
 
 // ExpectText is Expect for one plain pattern.
@@ -410,11 +468,11 @@ func (c *Console) matched(pats []Pattern, h hit, buf []byte, from int64, raw boo
 	}
 	c.mu.Lock()
 	if raw {
-		mt.Start = Mark{Raw: h.start, Text: textEndOf(c.cps, int64(len(c.text)), h.start)}
-		mt.End = Mark{Raw: h.end, Text: textEndOf(c.cps, int64(len(c.text)), h.end)}
+		mt.Start = Mark{Raw: h.start, Text: textEndOf(c.pairs, int64(len(c.text)), h.start)}
+		mt.End = Mark{Raw: h.end, Text: textEndOf(c.pairs, int64(len(c.text)), h.end)}
 	} else {
-		mt.Start = Mark{Text: h.start, Raw: rawStartOf(c.cps, h.start)}
-		mt.End = Mark{Text: h.end, Raw: rawEndOf(c.cps, h.end)}
+		mt.Start = Mark{Text: h.start, Raw: rawStartOf(c.pairs, h.start)}
+		mt.End = Mark{Text: h.end, Raw: rawEndOf(c.pairs, h.end)}
 	}
 	c.last = mt.End
 	c.mu.Unlock()
@@ -429,7 +487,7 @@ func (c *Console) matched(pats []Pattern, h hit, buf []byte, from int64, raw boo
 
 // rawStartOf maps the stripped offset of a match's first byte to the raw
 // offset of the byte that produced it.
-func rawStartOf(cps []checkpoint, s int64) int64 { return rawEndOf(cps, s+1) - 1 }
+func rawStartOf(pairs []offsetPair, s int64) int64 { return rawEndOf(pairs, s+1) - 1 }
 
 // waitErr adds the wait's context to e.
 func (c *Console) waitErr(e *vmerr.Error, pats []Pattern, start time.Time) *vmerr.Error {

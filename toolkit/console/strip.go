@@ -38,9 +38,10 @@ const (
 	stStrEsc
 )
 
-// checkpoint records that stripped byte s came from raw byte r; stripped
-// bytes after s come from consecutive raw bytes until the next checkpoint.
-type checkpoint struct{ s, r int64 }
+// offsetPair is an entry of the text↔raw offset map: stripped byte text
+// came from raw byte raw, and the stripped bytes after it come from
+// consecutive raw bytes until the next pair.
+type offsetPair struct{ text, raw int64 }
 
 // lineRec is one completed line: stripped text [start, end) (end excludes
 // the '\n'), raw bytes [rawStart, rawEnd) including its terminator.
@@ -61,21 +62,21 @@ type stripper struct {
 	crRaw     int64
 
 	textOff  int64 // stripped offset of the next emitted byte
-	delta    int64 // raw index minus stripped index since the last checkpoint
+	delta    int64 // raw index minus stripped index since the last offset pair
 	last     byte  // last emitted byte (0 at a line start)
 	lineText int64 // stripped offset where the current line starts
 	lineRaw  int64 // raw offset where the current line starts
 
 	// Output of one strip call, appended to by the caller-owned slices.
 	out   []byte
-	cps   []checkpoint
+	pairs []offsetPair
 	lines []lineRec
 }
 
 func (st *stripper) emit(b byte, ri int64) {
 	if ri-st.textOff != st.delta {
 		st.delta = ri - st.textOff
-		st.cps = append(st.cps, checkpoint{s: st.textOff, r: ri})
+		st.pairs = append(st.pairs, offsetPair{text: st.textOff, raw: ri})
 	}
 	st.out = append(st.out, b)
 	st.textOff++
@@ -150,162 +151,204 @@ func gfxChar(b byte) byte {
 	return b
 }
 
-// strip consumes p, whose first byte has raw offset base.
+// strip consumes p, whose first byte has raw offset base, one state of
+// the escape-sequence parser at a time; a handler that returns true wants
+// its byte processed again in the state it moved to.
 func (st *stripper) strip(p []byte, base int64) {
 	for i := 0; i < len(p); i++ {
-		b := p[i]
-		ri := base + int64(i)
+		b, ri := p[i], base+int64(i)
+		again := false
 		switch st.state {
 		case stGround:
-			if b >= 0x20 && b != 0x7f {
-				st.visible(ri)
-				if st.gfx() {
-					st.emit(gfxChar(b), ri)
-					continue
-				}
-				// Fast path: copy the run of printable bytes.
-				j := i + 1
-				for j < len(p) && p[j] >= 0x20 && p[j] != 0x7f {
-					j++
-				}
-				if ri-st.textOff != st.delta {
-					st.delta = ri - st.textOff
-					st.cps = append(st.cps, checkpoint{s: st.textOff, r: ri})
-				}
-				st.out = append(st.out, p[i:j]...)
-				st.textOff += int64(j - i)
-				st.last = p[j-1]
-				i = j - 1
-				continue
-			}
-			if b == 0x1b {
-				st.state = stEsc
-				st.seqLen = 0
-				continue
-			}
-			st.control(b, ri)
+			i = st.ground(p, i, ri)
 		case stEsc:
-			switch {
-			case b == '[':
-				st.state = stCSI
-			case b == ']' || b == 'P' || b == 'X' || b == '^' || b == '_':
-				st.state = stStr
-			case b >= 0x20 && b <= 0x2f:
-				st.state = stEscInter
-				st.inter = b
-			case b >= 0x30 && b <= 0x7e:
-				st.state = stGround
-			case b == 0x1b:
-				// ESC ESC: the first is abandoned.
-			case b == 0x18 || b == 0x1a:
-				st.state = stGround
-			case b >= 0x80:
-				// Not an escape after all (systemd cuts a colour code to a
-				// bare ESC before "…"): the byte is text, handle it as such.
-				st.state = stGround
-				i--
-			default:
-				st.state = stGround
-				st.control(b, ri)
-			}
+			again = st.esc(b, ri)
 		case stEscInter:
-			switch {
-			case b >= 0x20 && b <= 0x2f:
-				st.seqLen++
-				if st.seqLen > maxCSI {
-					st.state = stGround
-				}
-			case b >= 0x30 && b <= 0x7e:
-				st.state = stGround
-				if st.seqLen == 0 { // charset selects: ESC ( F, ESC ) F
-					switch st.inter {
-					case '(':
-						st.g0gfx = b == '0'
-					case ')':
-						st.g1gfx = b == '0'
-					}
-				}
-			case b == 0x1b:
-				st.state = stEsc
-				st.seqLen = 0
-			case b == 0x18 || b == 0x1a:
-				st.state = stGround
-			default:
-				st.state = stGround
-				st.control(b, ri)
-			}
+			st.escInter(b, ri)
 		case stCSI:
-			switch {
-			case b >= 0x20 && b <= 0x3f:
-				st.seqLen++
-				if st.seqLen > maxCSI {
-					st.state = stGround
-				}
-			case b >= 0x40 && b <= 0x7e:
-				st.state = stGround
-				switch b {
-				case 'H', 'f', 'd', 'J':
-					st.pendingCR = false
-					if !st.lineEmpty() {
-						st.breakLine(ri, ri+1)
-					}
-				case 'C', 'G', '`':
-					if !st.pendingCR && !st.lineEmpty() && st.last != ' ' {
-						st.emit(' ', ri)
-					}
-				}
-			case b == 0x1b:
-				st.state = stEsc
-				st.seqLen = 0
-			case b == 0x18 || b == 0x1a:
-				st.state = stGround
-			case b >= 0x80:
-				// A cut-off sequence followed by UTF-8 text: keep the text.
-				st.state = stGround
-				i--
-			default:
-				// C0 controls are executed inside a CSI (VT100 rules).
-				st.control(b, ri)
-			}
+			again = st.csi(b, ri)
 		case stStr:
-			switch {
-			case b == 0x07:
-				st.state = stGround
-			case b == 0x1b:
-				st.state = stStrEsc
-			case b == '\n':
-				st.state = stGround
-				st.control(b, ri)
-			default:
-				st.seqLen++
-				if st.seqLen > maxStr {
-					st.state = stGround
-				}
-			}
+			st.str(b, ri)
 		case stStrEsc:
-			if b == '\\' {
-				st.state = stGround
-			} else {
-				st.state = stEsc
-				st.seqLen = 0
-				i-- // reprocess b as the byte after ESC
-			}
+			again = st.strEsc(b)
+		}
+		if again {
+			i--
 		}
 	}
 }
 
+// ground handles text and controls outside any sequence; for a run of
+// printable bytes it copies them at once and returns the index of the
+// run's last byte.
+func (st *stripper) ground(p []byte, i int, ri int64) int {
+	b := p[i]
+	switch {
+	case b >= 0x20 && b != 0x7f:
+		st.visible(ri)
+		if st.gfx() {
+			st.emit(gfxChar(b), ri)
+			return i
+		}
+		j := i + 1
+		for j < len(p) && p[j] >= 0x20 && p[j] != 0x7f {
+			j++
+		}
+		if ri-st.textOff != st.delta {
+			st.delta = ri - st.textOff
+			st.pairs = append(st.pairs, offsetPair{text: st.textOff, raw: ri})
+		}
+		st.out = append(st.out, p[i:j]...)
+		st.textOff += int64(j - i)
+		st.last = p[j-1]
+		return j - 1
+	case b == 0x1b:
+		st.state = stEsc
+		st.seqLen = 0
+	default:
+		st.control(b, ri)
+	}
+	return i
+}
+
+// esc handles the byte after ESC.
+func (st *stripper) esc(b byte, ri int64) (again bool) {
+	switch {
+	case b == '[':
+		st.state = stCSI
+	case b == ']' || b == 'P' || b == 'X' || b == '^' || b == '_':
+		st.state = stStr
+	case b >= 0x20 && b <= 0x2f:
+		st.state = stEscInter
+		st.inter = b
+	case b >= 0x30 && b <= 0x7e:
+		st.state = stGround
+	case b == 0x1b:
+		// ESC ESC: the first is abandoned.
+	case b == 0x18 || b == 0x1a:
+		st.state = stGround
+	case b >= 0x80:
+		// Not an escape after all (systemd cuts a colour code to a bare
+		// ESC before "…"): the byte is text, handle it as such.
+		st.state = stGround
+		return true
+	default:
+		st.state = stGround
+		st.control(b, ri)
+	}
+	return false
+}
+
+// escInter handles an ESC sequence's intermediate and final bytes; the
+// charset selects ESC ( F and ESC ) F switch line drawing on and off.
+func (st *stripper) escInter(b byte, ri int64) {
+	switch {
+	case b >= 0x20 && b <= 0x2f:
+		st.seqLen++
+		if st.seqLen > maxCSI {
+			st.state = stGround
+		}
+	case b >= 0x30 && b <= 0x7e:
+		st.state = stGround
+		if st.seqLen == 0 {
+			switch st.inter {
+			case '(':
+				st.g0gfx = b == '0'
+			case ')':
+				st.g1gfx = b == '0'
+			}
+		}
+	case b == 0x1b:
+		st.state = stEsc
+		st.seqLen = 0
+	case b == 0x18 || b == 0x1a:
+		st.state = stGround
+	default:
+		st.state = stGround
+		st.control(b, ri)
+	}
+}
+
+// csi handles a control sequence: cursor positioning and erase-display end
+// a non-empty line, cursor-forward and column moves become one space.
+func (st *stripper) csi(b byte, ri int64) (again bool) {
+	switch {
+	case b >= 0x20 && b <= 0x3f:
+		st.seqLen++
+		if st.seqLen > maxCSI {
+			st.state = stGround
+		}
+	case b >= 0x40 && b <= 0x7e:
+		st.state = stGround
+		switch b {
+		case 'H', 'f', 'd', 'J':
+			st.pendingCR = false
+			if !st.lineEmpty() {
+				st.breakLine(ri, ri+1)
+			}
+		case 'C', 'G', '`':
+			if !st.pendingCR && !st.lineEmpty() && st.last != ' ' {
+				st.emit(' ', ri)
+			}
+		}
+	case b == 0x1b:
+		st.state = stEsc
+		st.seqLen = 0
+	case b == 0x18 || b == 0x1a:
+		st.state = stGround
+	case b >= 0x80:
+		// A cut-off sequence followed by UTF-8 text: keep the text.
+		st.state = stGround
+		return true
+	default:
+		// C0 controls are executed inside a CSI (VT100 rules).
+		st.control(b, ri)
+	}
+	return false
+}
+
+// str skips an OSC, DCS, SOS, PM or APC string up to BEL or ST.
+func (st *stripper) str(b byte, ri int64) {
+	switch {
+	case b == 0x07:
+		st.state = stGround
+	case b == 0x1b:
+		st.state = stStrEsc
+	case b == '\n':
+		st.state = stGround
+		st.control(b, ri)
+	default:
+		st.seqLen++
+		if st.seqLen > maxStr {
+			st.state = stGround
+		}
+	}
+}
+
+// strEsc handles the byte after an ESC inside a string: '\\' ends it (ST),
+// anything else starts a new escape with that byte.
+func (st *stripper) strEsc(b byte) (again bool) {
+	if b == '\\' {
+		st.state = stGround
+		return false
+	}
+	st.state = stEsc
+	st.seqLen = 0
+	return true
+}
+
 // rawEndOf maps a stripped end offset (exclusive) to the raw offset just
-// after the raw byte that produced stripped byte e-1. cps must be sorted.
-func rawEndOf(cps []checkpoint, e int64) int64 {
+// after the raw byte that produced stripped byte e-1. pairs must be sorted.
+func rawEndOf(pairs []offsetPair, e int64) int64 {
 	if e <= 0 {
 		return 0
 	}
 	s := e - 1
-	// Last checkpoint with cp.s <= s.
-	lo, hi := 0, len(cps)
+	// The last pair with text <= s.
+	lo, hi := 0, len(pairs)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if cps[m].s <= s {
+		if pairs[m].text <= s {
 			lo = m + 1
 		} else {
 			hi = m
@@ -314,34 +357,34 @@ func rawEndOf(cps []checkpoint, e int64) int64 {
 	if lo == 0 {
 		return s + 1
 	}
-	cp := cps[lo-1]
-	return cp.r + (s - cp.s) + 1
+	p := pairs[lo-1]
+	return p.raw + (s - p.text) + 1
 }
 
 // textEndOf maps a raw end offset (exclusive) to the number of stripped
 // bytes produced by raw bytes before it. textLen is the stripped length.
-func textEndOf(cps []checkpoint, textLen, e int64) int64 {
+func textEndOf(pairs []offsetPair, textLen, e int64) int64 {
 	if e <= 0 {
 		return 0
 	}
 	r := e - 1
-	// Last checkpoint with cp.r <= r.
-	lo, hi := 0, len(cps)
+	// The last pair with raw <= r.
+	lo, hi := 0, len(pairs)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if cps[m].r <= r {
+		if pairs[m].raw <= r {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	var cp checkpoint
+	var p offsetPair
 	next := textLen
 	if lo > 0 {
-		cp = cps[lo-1]
+		p = pairs[lo-1]
 	}
-	if lo < len(cps) {
-		next = cps[lo].s
+	if lo < len(pairs) {
+		next = pairs[lo].text
 	}
-	return min(cp.s+(r-cp.r)+1, next)
+	return min(p.text+(r-p.raw)+1, next)
 }

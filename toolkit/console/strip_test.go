@@ -8,11 +8,11 @@ import (
 
 // stripAll strips in chunks of size n (0 = one chunk) and returns the text
 // and the completed lines.
-func stripAll(in string, n int) (string, []string, []checkpoint) {
+func stripAll(in string, n int) (string, []string, []offsetPair) {
 	var st stripper
 	var text []byte
 	var lines []lineRec
-	var cps []checkpoint
+	var cps []offsetPair
 	p := []byte(in)
 	base := int64(0)
 	for len(p) > 0 {
@@ -20,11 +20,11 @@ func stripAll(in string, n int) (string, []string, []checkpoint) {
 		if n > 0 && n < k {
 			k = n
 		}
-		st.out, st.cps, st.lines = st.out[:0], st.cps[:0], st.lines[:0]
+		st.out, st.pairs, st.lines = st.out[:0], st.pairs[:0], st.lines[:0]
 		st.strip(p[:k], base)
 		text = append(text, st.out...)
 		lines = append(lines, st.lines...)
-		cps = append(cps, st.cps...)
+		cps = append(cps, st.pairs...)
 		base += int64(k)
 		p = p[k:]
 	}

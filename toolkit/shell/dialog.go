@@ -104,111 +104,24 @@ type DialogResult struct {
 // retries; FailKind overrides), the console's close reason ("exited"),
 // "cancelled", "usage" (bad pattern).
 func Dialog(ctx context.Context, con *console.Console, cases []Case, opt DialogOptions) (DialogResult, error) {
-	name := con.Name()
 	if len(cases) == 0 {
-		return DialogResult{}, vmerr.New(vmerr.Usage, "%s: dialog needs at least one case", name)
+		return DialogResult{}, vmerr.New(vmerr.Usage, "%s: dialog needs at least one case", con.Name())
 	}
-	timeout := opt.Timeout
-	if timeout <= 0 {
-		timeout = DefaultDialogTimeout
-	}
-	defRetries := opt.Retries
-	if defRetries < 0 {
-		defRetries = DefaultDialogRetries
-	}
-	start := time.Now()
-	deadline := start.Add(timeout)
+	d := newDialog(con, cases, opt)
+	dctx, cancel := context.WithDeadline(ctx, d.deadline)
+	defer cancel()
 	from := opt.From
 	if from == nil {
 		from = lastLineStart(con)
 	}
-
-	dctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	cur := newCursor(dctx, con, *from)
-
-	// The outcome of the case that ended the dialog, set by its Tag
-	// function (goexpect calls it on the dialog's goroutine).
-	type outcome struct {
-		idx int
-		err error
+	gcases, err := d.goexpectCases(dctx, opt.Retries)
+	if err != nil {
+		return DialogResult{}, err
 	}
-	var (
-		omu  sync.Mutex
-		last outcome
-	)
-	setOutcome := func(o outcome) { omu.Lock(); last = o; omu.Unlock() }
-	var sendErr error
-
-	gcases := make([]expect.Caser, len(cases))
-	for i, c := range cases {
-		re, err := regexp.Compile(c.Pattern)
-		if err != nil {
-			return DialogResult{}, vmerr.Wrap(vmerr.Usage, err, "%s: dialog case %d: bad pattern %q", name, i+1, c.Pattern)
-		}
-		retries := c.Retries
-		if retries < 0 {
-			retries = defRetries
-		}
-		fired := 0
-		gc := &expect.Case{R: re, Rt: retries}
-		gc.T = func() (expect.Tag, *expect.Status) {
-			switch {
-			case c.OK:
-				setOutcome(outcome{idx: i})
-				return expect.OKTag, nil
-			case c.Fail != "":
-				kind := c.FailKind
-				if kind == "" {
-					kind = vmerr.Refused
-				}
-				e := vmerr.New(kind, "%s: dialog: %s (case %d %q matched)", name, c.Fail, i+1, c.Pattern)
-				setOutcome(outcome{idx: i, err: e})
-				return expect.FailTag, nil
-			}
-			fired++
-			if fired > retries+1 {
-				e := vmerr.New(vmerr.Refused, "%s: dialog: %q matched %d times (retries %d): the exchange is going in circles",
-					name, c.Pattern, fired, retries)
-				setOutcome(outcome{idx: i, err: e})
-				return expect.FailTag, nil
-			}
-			if c.Send != "" || c.Line {
-				var err error
-				switch {
-				case c.Secret:
-					s := c.Send
-					if c.Line {
-						s += secretEnter
-					}
-					err = con.SendSecret(dctx, s)
-				case c.Line:
-					err = con.SendLine(dctx, c.Send)
-				default:
-					err = con.Send(dctx, c.Send)
-				}
-				if err != nil {
-					sendErr = err
-					setOutcome(outcome{idx: i, err: err})
-					return expect.FailTag, nil
-				}
-			}
-			// Continue: goexpect decrements Rt and stops at 0; our own
-			// count above decides first, so keep its budget ample.
-			gc.Rt = retries + 2
-			return expect.ContinueTag, nil
-		}
-		gc.Rt = retries + 2
-		gcases[i] = gc
-	}
-
 	e, _, err := expect.SpawnGeneric(&expect.GenOptions{
-		In:    nopWriteCloser{},
-		Out:   cur,
-		Wait:  cur.wait,
-		Close: cur.close,
-		Check: cur.check,
-	}, timeout,
+		In: nopWriteCloser{}, Out: cur, Wait: cur.wait, Close: cur.close, Check: cur.check,
+	}, d.timeout,
 		expect.CheckDuration(dialogCheck),
 		expect.PartialMatch(true),
 		expect.SendTimeout(console.DefaultSendTimeout),
@@ -216,94 +129,222 @@ func Dialog(ctx context.Context, con *console.Console, cases []Case, opt DialogO
 		expect.VerboseWriter(io.Discard),
 	)
 	if err != nil {
-		return DialogResult{}, vmerr.Wrap(vmerr.Internal, err, "%s: dialog", name)
+		return DialogResult{}, vmerr.Wrap(vmerr.Internal, err, "%s: dialog", d.name)
 	}
 	defer e.Close()
-
-	type swRes struct {
-		out   string
-		match []string
-		idx   int
-		err   error
-	}
-	done := make(chan swRes, 1)
-	var transcript strings.Builder
-	go func() {
-		for {
-			// goexpect's own timeout restarts on output; ours below is the
-			// real bound. Give it the remaining time so it cannot end
-			// early either.
-			rem := time.Until(deadline)
-			if rem <= 0 {
-				rem = time.Millisecond
-			}
-			out, match, idx, err := e.ExpectSwitchCase(gcases, rem)
-			transcript.WriteString(out)
-			var te expect.TimeoutError
-			if errors.As(err, &te) && time.Now().Before(deadline) && dctx.Err() == nil {
-				continue // inactivity only: keep waiting until our deadline
-			}
-			done <- swRes{out: out, match: match, idx: idx, err: err}
-			return
-		}
-	}()
-
-	var r swRes
+	done := make(chan switchResult, 1)
+	go d.expectLoop(dctx, e, gcases, done)
+	var r switchResult
 	select {
 	case r = <-done:
 	case <-dctx.Done():
 		cur.close()
 		r = <-done
 	}
-	omu.Lock()
-	o := last
-	omu.Unlock()
-	waited := secs(time.Since(start))
-	decorate := func(e *vmerr.Error) *vmerr.Error {
-		return e.With("vm", name).With("waited_s", waited).With("output", transcript.String()).With("tail", con.Tail(console.TailLines))
-	}
+	return d.result(ctx, r)
+}
 
-	if r.err == nil && r.idx >= 0 && cases[r.idx].OK {
-		res := DialogResult{Index: r.idx, Output: transcript.String()}
+// dialog is one Dialog's state: its cases and deadline, the outcome of the
+// case that ended it (set on goexpect's goroutine) and the transcript.
+type dialog struct {
+	con      *console.Console
+	name     string
+	cases    []Case
+	timeout  time.Duration
+	start    time.Time
+	deadline time.Time
+
+	mu         sync.Mutex
+	last       outcome
+	sendErr    error
+	transcript strings.Builder
+}
+
+// outcome is what the case that ended a dialog decided.
+type outcome struct {
+	idx int
+	err error
+}
+
+// switchResult is one ExpectSwitchCase's return.
+type switchResult struct {
+	out   string
+	match []string
+	idx   int
+	err   error
+}
+
+func newDialog(con *console.Console, cases []Case, opt DialogOptions) *dialog {
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultDialogTimeout
+	}
+	start := time.Now()
+	return &dialog{con: con, name: con.Name(), cases: cases, timeout: timeout, start: start, deadline: start.Add(timeout)}
+}
+
+func (d *dialog) setOutcome(o outcome) {
+	d.mu.Lock()
+	d.last = o
+	d.mu.Unlock()
+}
+
+// goexpectCases compiles the cases into goexpect's, each with its Tag
+// function (caseTag).
+func (d *dialog) goexpectCases(ctx context.Context, defRetries int) ([]expect.Caser, error) {
+	if defRetries < 0 {
+		defRetries = DefaultDialogRetries
+	}
+	gcases := make([]expect.Caser, len(d.cases))
+	for i, c := range d.cases {
+		re, err := regexp.Compile(c.Pattern)
+		if err != nil {
+			return nil, vmerr.Wrap(vmerr.Usage, err, "%s: dialog case %d: bad pattern %q", d.name, i+1, c.Pattern)
+		}
+		retries := c.Retries
+		if retries < 0 {
+			retries = defRetries
+		}
+		// goexpect decrements Rt and stops at 0; caseTag's own count
+		// decides first, so its budget stays ample.
+		gc := &expect.Case{R: re, Rt: retries + 2}
+		gc.T = d.caseTag(ctx, i, c, retries, gc)
+		gcases[i] = gc
+	}
+	return gcases, nil
+}
+
+// caseTag is what happens when case i matches: OK ends the dialog, Fail
+// fails it, a case that fired more than its retries allow fails it, and
+// otherwise its text is sent and the dialog continues.
+func (d *dialog) caseTag(ctx context.Context, i int, c Case, retries int, gc *expect.Case) func() (expect.Tag, *expect.Status) {
+	fired := 0
+	return func() (expect.Tag, *expect.Status) {
+		switch {
+		case c.OK:
+			d.setOutcome(outcome{idx: i})
+			return expect.OKTag, nil
+		case c.Fail != "":
+			kind := c.FailKind
+			if kind == "" {
+				kind = vmerr.Refused
+			}
+			d.setOutcome(outcome{idx: i, err: vmerr.New(kind, "%s: dialog: %s (case %d %q matched)", d.name, c.Fail, i+1, c.Pattern)})
+			return expect.FailTag, nil
+		}
+		fired++
+		if fired > retries+1 {
+			d.setOutcome(outcome{idx: i, err: vmerr.New(vmerr.Refused, "%s: dialog: %q matched %d times (retries %d): the exchange is going in circles",
+				d.name, c.Pattern, fired, retries)})
+			return expect.FailTag, nil
+		}
+		if err := d.send(ctx, c); err != nil {
+			d.mu.Lock()
+			d.sendErr = err
+			d.mu.Unlock()
+			d.setOutcome(outcome{idx: i, err: err})
+			return expect.FailTag, nil
+		}
+		gc.Rt = retries + 2
+		return expect.ContinueTag, nil
+	}
+}
+
+// send types a case's answer: a secret in one write with its Enter.
+func (d *dialog) send(ctx context.Context, c Case) error {
+	switch {
+	case c.Send == "" && !c.Line:
+		return nil
+	case c.Secret:
+		s := c.Send
+		if c.Line {
+			s += secretEnter
+		}
+		return d.con.SendSecret(ctx, s)
+	case c.Line:
+		return d.con.SendLine(ctx, c.Send)
+	}
+	return d.con.Send(ctx, c.Send)
+}
+
+// expectLoop runs ExpectSwitchCase until a case ends the dialog or the
+// deadline or ctx does: goexpect's own timeout is an inactivity timer, so
+// it is given the remaining time and, when it fires early, called again.
+func (d *dialog) expectLoop(ctx context.Context, e *expect.GExpect, gcases []expect.Caser, done chan<- switchResult) {
+	for {
+		rem := time.Until(d.deadline)
+		if rem <= 0 {
+			rem = time.Millisecond
+		}
+		out, match, idx, err := e.ExpectSwitchCase(gcases, rem)
+		d.mu.Lock()
+		d.transcript.WriteString(out)
+		d.mu.Unlock()
+		var te expect.TimeoutError
+		if errors.As(err, &te) && time.Now().Before(d.deadline) && ctx.Err() == nil {
+			continue // inactivity only: keep waiting until our deadline
+		}
+		done <- switchResult{out: out, match: match, idx: idx, err: err}
+		return
+	}
+}
+
+// result turns how the dialog ended into its result or error.
+func (d *dialog) result(ctx context.Context, r switchResult) (DialogResult, error) {
+	d.mu.Lock()
+	o, sendErr, transcript := d.last, d.sendErr, d.transcript.String()
+	d.mu.Unlock()
+	if r.err == nil && r.idx >= 0 && d.cases[r.idx].OK {
+		res := DialogResult{Index: r.idx, Output: transcript}
 		if len(r.match) > 0 {
 			res.Text = r.match[0]
 		}
 		return res, nil
 	}
 	if o.err != nil && r.idx == o.idx {
-		if ve, ok := o.err.(*vmerr.Error); ok {
-			if sendErr != nil {
-				return DialogResult{Index: o.idx}, ve
-			}
-			return DialogResult{Index: o.idx}, decorate(ve)
+		ve, ok := o.err.(*vmerr.Error)
+		if !ok {
+			return DialogResult{Index: o.idx}, o.err
 		}
-		return DialogResult{Index: o.idx}, o.err
+		if sendErr != nil {
+			return DialogResult{Index: o.idx}, ve
+		}
+		return DialogResult{Index: o.idx}, d.decorate(ve, transcript)
 	}
 	// No case ended it: the deadline, ctx, or the console closed.
+	return DialogResult{Index: -1}, d.decorate(d.endedErr(ctx, r), transcript)
+}
+
+// endedErr says why a dialog that no case ended stopped.
+func (d *dialog) endedErr(ctx context.Context, r switchResult) *vmerr.Error {
 	if ctx.Err() != nil {
-		return DialogResult{Index: -1}, decorate(vmerr.Wrap(vmerr.Cancelled, context.Cause(ctx), "%s: dialog cancelled", name))
+		return vmerr.Wrap(vmerr.Cancelled, context.Cause(ctx), "%s: dialog cancelled", d.name)
 	}
-	if !time.Now().Before(deadline) {
-		return DialogResult{Index: -1}, decorate(vmerr.New(vmerr.Timeout, "%s: dialog timed out after %s waiting for %s",
-			name, fmtDur(timeout), casePatterns(cases)))
+	if !time.Now().Before(d.deadline) {
+		return vmerr.New(vmerr.Timeout, "%s: dialog timed out after %s waiting for %s", d.name, fmtDur(d.timeout), casePatterns(d.cases))
 	}
-	if cerr := con.Err(); cerr != nil {
-		ce := &vmerr.Error{Kind: vmerr.KindOf(cerr), Message: fmt.Sprintf("%s: dialog ended: %v", name, cerr.Error()), Err: cerr}
+	if cerr := d.con.Err(); cerr != nil {
+		ce := &vmerr.Error{Kind: vmerr.KindOf(cerr), Message: fmt.Sprintf("%s: dialog ended: %v", d.name, cerr.Error()), Err: cerr}
 		if ve, ok := cerr.(*vmerr.Error); ok {
-			ce.Message = fmt.Sprintf("%s (dialog waiting for %s)", ve.Message, casePatterns(cases))
+			ce.Message = fmt.Sprintf("%s (dialog waiting for %s)", ve.Message, casePatterns(d.cases))
 			for _, k := range ve.Keys() {
 				if k != "tail" {
 					ce.With(k, ve.Context[k])
 				}
 			}
 		}
-		return DialogResult{Index: -1}, decorate(ce)
+		return ce
 	}
 	msg := "dialog failed"
 	if r.err != nil {
 		msg = r.err.Error()
 	}
-	return DialogResult{Index: -1}, decorate(vmerr.New(vmerr.Protocol, "%s: dialog: %s", name, msg))
+	return vmerr.New(vmerr.Protocol, "%s: dialog: %s", d.name, msg)
+}
+
+// decorate adds the dialog's context to its error.
+func (d *dialog) decorate(e *vmerr.Error, transcript string) *vmerr.Error {
+	return e.With("vm", d.name).With("waited_s", secs(time.Since(d.start))).With("output", transcript).With("tail", d.con.Tail(console.TailLines))
 }
 
 func casePatterns(cases []Case) string {

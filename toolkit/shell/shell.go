@@ -373,55 +373,86 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		timeout = DefaultLoginTimeout
 	}
 	start := time.Now()
-	deadline := start.Add(timeout)
-	name := con.Name()
-	timeoutErr := func(what string) error {
-		return vmerr.New(vmerr.Timeout, "%s: login as %s: timed out after %s waiting for %s", name, opt.User, fmtDur(time.Since(start)), what).
-			With("vm", name).With("user", opt.User).With("waited_s", secs(time.Since(start))).With("tail", con.Tail(console.TailLines))
-	}
-	expect := func(from *console.Mark, pats []console.Pattern, limit time.Duration) (*console.Match, error) {
-		w := min(time.Until(deadline), limit)
-		if w <= 0 {
-			return nil, vmerr.New(vmerr.Timeout, "deadline")
-		}
-		return con.Expect(ctx, pats, console.ExpectOptions{From: from, Timeout: w})
-	}
-
-	// 1. The login prompt.
-	from := opt.From
-	if from == nil {
-		from = atLoginPrompt(con)
-	}
-	for {
-		_, err := expect(from, []console.Pattern{{Text: "login: "}}, loginNudge)
-		if err == nil {
-			break
-		}
-		if !vmerr.Is(err, vmerr.Timeout) {
-			return nil, err
-		}
-		if !time.Now().Before(deadline) {
-			return nil, timeoutErr(`the login prompt ("login: ")`)
-		}
-		// Ask the getty for a fresh prompt; keep looking from where we
-		// were, so a prompt that arrives meanwhile is not missed.
-		if err := con.Send(ctx, "\r"); err != nil {
-			return nil, err
-		}
-	}
-
-	// 2. The user name, then the password if asked, then a prompt. The
-	// prompt must settle: a '#' or '$' at the end of what has arrived so far
-	// may be a line cut by the serial port ("Linux lab … #" then "1 SMP …",
-	// or "root@lab:~#" then " "), and the console looks again from the same
-	// start when more comes.
-	typedAt := time.Now()
-	cur := con.Mark()
-	if err := con.SendLine(ctx, opt.User); err != nil {
+	l := &login{ctx: ctx, con: con, opt: opt, name: con.Name(), start: start, deadline: start.Add(timeout)}
+	if err := l.waitPrompt(); err != nil {
 		return nil, err
 	}
+	if err := l.answer(); err != nil {
+		return nil, err
+	}
+	// A shell: set it up.
+	s := newShell(con, opt.Run, opt.User)
+	if err := s.sync(ctx, l.deadline, "login"); err != nil {
+		return nil, err
+	}
+	s.event("login", map[string]any{"user": opt.User, "took_s": secs(time.Since(start))})
+	return s, nil
+}
+
+// login is one Login under way.
+type login struct {
+	ctx             context.Context
+	con             *console.Console
+	opt             LoginOptions
+	name            string
+	start, deadline time.Time
+	typedAt         time.Time // when the user name was first typed
+	retyped         int
+}
+
+// timeoutErr says what the login waited for when its deadline passed.
+func (l *login) timeoutErr(what string) error {
+	return vmerr.New(vmerr.Timeout, "%s: login as %s: timed out after %s waiting for %s", l.name, l.opt.User, fmtDur(time.Since(l.start)), what).
+		With("vm", l.name).With("user", l.opt.User).With("waited_s", secs(time.Since(l.start))).With("tail", l.con.Tail(console.TailLines))
+}
+
+// expect waits for pats from from, at most limit and never past the
+// deadline.
+func (l *login) expect(from *console.Mark, pats []console.Pattern, limit time.Duration) (*console.Match, error) {
+	w := min(time.Until(l.deadline), limit)
+	if w <= 0 {
+		return nil, vmerr.New(vmerr.Timeout, "deadline")
+	}
+	return l.con.Expect(l.ctx, pats, console.ExpectOptions{From: from, Timeout: w})
+}
+
+// waitPrompt waits for "login: ", pressing Enter every loginNudge without
+// one so the getty prints a fresh prompt; it keeps looking from where it
+// was, so a prompt that arrives meanwhile is not missed.
+func (l *login) waitPrompt() error {
+	from := l.opt.From
+	if from == nil {
+		from = atLoginPrompt(l.con)
+	}
+	for {
+		_, err := l.expect(from, []console.Pattern{{Text: "login: "}}, loginNudge)
+		if err == nil {
+			return nil
+		}
+		if !vmerr.Is(err, vmerr.Timeout) {
+			return err
+		}
+		if !time.Now().Before(l.deadline) {
+			return l.timeoutErr(`the login prompt ("login: ")`)
+		}
+		if err := l.con.Send(l.ctx, "\r"); err != nil {
+			return err
+		}
+	}
+}
+
+// answer types the user name, the password if asked, and waits for a
+// shell prompt. The prompt must settle: a '#' or '$' at the end of what has
+// arrived so far may be a line cut by the serial port ("Linux lab … #" then
+// "1 SMP …", or "root@lab:~#" then " "), and the console looks again from
+// the same start when more comes.
+func (l *login) answer() error {
+	l.typedAt = time.Now()
+	cur := l.con.Mark()
+	if err := l.con.SendLine(l.ctx, l.opt.User); err != nil {
+		return err
+	}
 	pwSent := false
-	retyped := 0
 	var lastNudge time.Time
 	pats := []console.Pattern{{Text: "assword:"}, {Text: "Login incorrect"}, {Regex: promptRE, Settle: promptQuiet}}
 	for {
@@ -429,69 +460,70 @@ func Login(ctx context.Context, con *console.Console, opt LoginOptions) (*Shell,
 		// message after a real prompt keeps it from settling until an
 		// Enter makes the shell print a fresh one.
 		limit := loginNudge
-		seen := promptLikeRE.MatchString(con.Text(&cur, nil))
+		seen := promptLikeRE.MatchString(l.con.Text(&cur, nil))
 		if seen {
 			limit = promptNudge
 		}
-		m, err := expect(&cur, pats, limit)
+		m, err := l.expect(&cur, pats, limit)
 		if err == nil {
 			if m.Index == 2 {
-				break
+				return nil
 			}
 			cur = m.End
-			if m.Index == 1 {
-				return nil, authErr(con, opt.User, "Login incorrect")
-			}
-			if pwSent {
-				return nil, authErr(con, opt.User, "the password prompt came back")
-			}
-			if err := con.SendSecret(ctx, opt.Password+secretEnter); err != nil {
-				return nil, err
+			if err := l.password(m.Index, pwSent); err != nil {
+				return err
 			}
 			pwSent = true
 			continue
 		}
 		if !vmerr.Is(err, vmerr.Timeout) {
-			return nil, err
+			return err
 		}
-		if !time.Now().Before(deadline) {
+		if !time.Now().Before(l.deadline) {
 			// Say when the getty answered: a boot that ate most of the
 			// timeout is not a login that hung.
-			return nil, timeoutErr(fmt.Sprintf("a shell prompt after the user name (typed at %s, %d retyped)", fmtDur(typedAt.Sub(start)), retyped))
+			return l.timeoutErr(fmt.Sprintf("a shell prompt after the user name (typed at %s, %d retyped)", fmtDur(l.typedAt.Sub(l.start)), l.retyped))
 		}
-		switch {
-		case seen && time.Since(lastNudge) >= promptNudge:
-			// An empty command line makes a shell print a fresh prompt,
-			// and is harmless type-ahead otherwise. Only after a prompt
-			// showed: before the password prompt an Enter would be read as
-			// an empty password.
-			if err := con.Send(ctx, "\r"); err != nil {
-				return nil, err
-			}
-			lastNudge = time.Now()
-		case !pwSent && retyped < maxRetype && gettyWaiting(con):
-			// A getty that re-prompts (agetty flushes its input when it
-			// redraws the prompt, e.g. on --reload) or a getty restarted
-			// by systemd lost the name: the console ends with a bare
-			// "login: " and nothing came since. Type the name again.
-			retyped++
-			if opt.Run != nil {
-				opt.Run.Event("shell:"+name, "login-retype", map[string]any{"user": opt.User, "attempt": retyped + 1})
-			}
-			cur = con.Mark()
-			if err := con.SendLine(ctx, opt.User); err != nil {
-				return nil, err
-			}
+		if err := l.nudge(seen, pwSent, &lastNudge, &cur); err != nil {
+			return err
 		}
 	}
+}
 
-	// 3. A shell: set it up.
-	s := newShell(con, opt.Run, opt.User)
-	if err := s.sync(ctx, deadline, "login"); err != nil {
-		return nil, err
+// password answers the password prompt (pattern 0), or fails on "Login
+// incorrect" (pattern 1) or a second password prompt.
+func (l *login) password(index int, pwSent bool) error {
+	if index == 1 {
+		return authErr(l.con, l.opt.User, "Login incorrect")
 	}
-	s.event("login", map[string]any{"user": opt.User, "took_s": secs(time.Since(start))})
-	return s, nil
+	if pwSent {
+		return authErr(l.con, l.opt.User, "the password prompt came back")
+	}
+	return l.con.SendSecret(l.ctx, l.opt.Password+secretEnter)
+}
+
+// nudge acts on a wait without a settled prompt: an Enter once a prompt
+// showed (an empty command line makes a shell print a fresh prompt, and is
+// harmless type-ahead otherwise; before the password prompt it would be
+// read as an empty password), or the user name again when a getty lost it.
+func (l *login) nudge(seen, pwSent bool, lastNudge *time.Time, cur *console.Mark) error {
+	switch {
+	case seen && time.Since(*lastNudge) >= promptNudge:
+		*lastNudge = time.Now()
+		return l.con.Send(l.ctx, "\r")
+	case !pwSent && l.retyped < maxRetype && gettyWaiting(l.con):
+		// A getty that re-prompts (agetty flushes its input when it
+		// redraws the prompt, e.g. on --reload) or a getty restarted by
+		// systemd lost the name: the console ends with a bare "login: "
+		// and nothing came since. Type the name again.
+		l.retyped++
+		if l.opt.Run != nil {
+			l.opt.Run.Event("shell:"+l.name, "login-retype", map[string]any{"user": l.opt.User, "attempt": l.retyped + 1})
+		}
+		*cur = l.con.Mark()
+		return l.con.SendLine(l.ctx, l.opt.User)
+	}
+	return nil
 }
 
 func authErr(con *console.Console, user, why string) error {

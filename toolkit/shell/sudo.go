@@ -51,126 +51,167 @@ func (s *Shell) Sudo(ctx context.Context, cmd string, opt SudoOptions) (SudoResu
 	if err := s.readyLocked(ctx); err != nil {
 		return SudoResult{Result: Result{Code: -1}}, err
 	}
+	x := newSudo(s, cmd, opt)
+	line := fmt.Sprintf(`printf '\173VS%%s:B\175\n' %s; sudo -k -p '[sudo] password for %%u (%%%%%s): ' -- sh -c %s; printf '\173VS%%s:E%%03d\175\n' %s "$?"`,
+		x.cm.nonce, x.cm.nonce, shellquote.Quote(cmd), x.cm.nonce)
+	x.from = s.con.Mark()
+	if err := s.con.Send(ctx, line+"\r"); err != nil {
+		return SudoResult{Result: Result{Code: -1}}, withCmd(err, cmd, "")
+	}
+	x.converse(ctx)
+	switch {
+	case x.endMatch != nil:
+		return x.ended(ctx), nil
+	case x.refusal != "":
+		return x.refused(ctx)
+	}
+	return x.failed(ctx)
+}
+
+// sudoExchange is one Sudo: the command, its markers and prompt, and what
+// the conversation came to.
+type sudoExchange struct {
+	s               *Shell
+	cmd             string
+	opt             SudoOptions
+	timeout         time.Duration
+	start, deadline time.Time
+	cm              *cmdMarkers
+	prompt          *marker
+	from            console.Mark
+
+	promptEnd int64 // text offset where the password went; -1 before
+	refusal   string
+	endMatch  *console.Match
+	waitErr   error
+	res       SudoResult
+}
+
+func newSudo(s *Shell, cmd string, opt SudoOptions) *sudoExchange {
 	timeout := opt.Timeout
 	if timeout <= 0 {
 		timeout = DefaultRunTimeout
 	}
-	start := time.Now()
-	deadline := start.Add(timeout)
 	cm := newCmdMarkers()
-	prompt := newMarker("(%" + cm.nonce + "): ")
-	line := fmt.Sprintf(`printf '\173VS%%s:B\175\n' %s; sudo -k -p '[sudo] password for %%u (%%%%%s): ' -- sh -c %s; printf '\173VS%%s:E%%03d\175\n' %s "$?"`,
-		cm.nonce, cm.nonce, shellquote.Quote(cmd), cm.nonce)
-	from := s.con.Mark()
-	if err := s.con.Send(ctx, line+"\r"); err != nil {
-		return SudoResult{Result: Result{Code: -1}}, withCmd(err, cmd, "")
-	}
+	start := time.Now()
+	return &sudoExchange{s: s, cmd: cmd, opt: opt, timeout: timeout, start: start, deadline: start.Add(timeout),
+		cm: cm, prompt: newMarker("(%" + cm.nonce + "): "), promptEnd: -1, res: SudoResult{Result: Result{Code: -1}}}
+}
+
+// converse answers sudo's prompt until the command ends, sudo refuses, or
+// the wait fails.
+func (x *sudoExchange) converse(ctx context.Context) {
 	pats := []console.Pattern{
-		{Regex: cm.end.Regex()},
-		{Regex: prompt.Regex()},
+		{Regex: x.cm.end.Regex()},
+		{Regex: x.prompt.Regex()},
 		{Text: "Sorry, try again"},
 		{Text: "is not in the sudoers file"},
 		{Text: "is not allowed to"},
 		{Text: "incorrect password attempt"},
 	}
-	var (
-		cur       = from
-		promptEnd = int64(-1) // text offset where the password went
-		refusal   string
-		endMatch  *console.Match
-		waitErr   error
-	)
-	for endMatch == nil && refusal == "" {
-		w := time.Until(deadline)
+	cur := x.from
+	for x.endMatch == nil && x.refusal == "" && x.waitErr == nil {
+		w := time.Until(x.deadline)
 		if w <= 0 {
 			w = time.Millisecond
 		}
-		m, err := s.con.Expect(ctx, pats, console.ExpectOptions{From: &cur, Timeout: w})
+		m, err := x.s.con.Expect(ctx, pats, console.ExpectOptions{From: &cur, Timeout: w})
 		if err != nil {
-			waitErr = err
-			break
+			x.waitErr = err
+			return
 		}
 		cur = m.End
 		switch m.Index {
 		case 0:
-			endMatch = m
+			x.endMatch = m
 		case 1:
-			switch {
-			case promptEnd >= 0:
-				refusal = "sudo asked for the password again"
-			case opt.Password == "":
-				refusal = "sudo asked for a password and none was given"
-			default:
-				if err := s.con.SendSecret(ctx, opt.Password+secretEnter); err != nil {
-					waitErr = err
-				}
-				promptEnd = m.End.Text
-			}
+			x.answer(ctx, m)
 		default:
-			refusal = strings.TrimSpace(m.Text)
-		}
-		if waitErr != nil {
-			break
+			x.refusal = strings.TrimSpace(m.Text)
 		}
 	}
+}
 
-	res := SudoResult{Result: Result{Code: -1}}
-	finish := func(outcome string) {
-		res.Transcript = s.writeTranscript(cmd, from, promptEnd, opt.Password, start, outcome)
+// answer types the password at sudo's prompt, or refuses a second prompt
+// or one without a password to give.
+func (x *sudoExchange) answer(ctx context.Context, m *console.Match) {
+	switch {
+	case x.promptEnd >= 0:
+		x.refusal = "sudo asked for the password again"
+	case x.opt.Password == "":
+		x.refusal = "sudo asked for a password and none was given"
+	default:
+		if err := x.s.con.SendSecret(ctx, x.opt.Password+secretEnter); err != nil {
+			x.waitErr = err
+		}
+		x.promptEnd = m.End.Text
 	}
+}
 
-	if endMatch != nil {
-		s.settlePrompt(ctx, endMatch.End)
-		text := s.con.Text(&from, &endMatch.End)
-		p := cm.parseRun(text)
-		out := ""
-		if p.endFound {
-			lo := p.outStart
-			if promptEnd >= 0 {
-				lo = max(lo, int(promptEnd-from.Text))
-				if lo < len(text) && text[lo] == '\n' {
-					lo++
-				}
+// finish writes the transcript with its outcome.
+func (x *sudoExchange) finish(outcome string) {
+	x.res.Transcript = x.s.writeTranscript(x.cmd, x.from, x.promptEnd, x.opt.Password, x.start, outcome)
+}
+
+// ended is the result of a command that ran: its output after the
+// password, and its exit code.
+func (x *sudoExchange) ended(ctx context.Context) SudoResult {
+	s := x.s
+	s.settlePrompt(ctx, x.endMatch.End)
+	text := s.con.Text(&x.from, &x.endMatch.End)
+	p := x.cm.parseRun(text)
+	out := ""
+	if p.endFound {
+		lo := p.outStart
+		if x.promptEnd >= 0 {
+			lo = max(lo, int(x.promptEnd-x.from.Text))
+			if lo < len(text) && text[lo] == '\n' {
+				lo++
 			}
-			if lo <= p.outEnd {
-				out = text[lo:p.outEnd]
-			}
-			res.Code = p.code
 		}
-		res.Output, res.Stdout, res.Duration = out, out, time.Since(start)
-		finish(fmt.Sprintf("exit code %d", res.Code))
-		s.event("sudo", map[string]any{"command": cmd, "code": res.Code, "transcript": res.Transcript, "took_s": secs(time.Since(start))})
-		return res, nil
-	}
-
-	if refusal != "" {
-		// Interrupt sudo's next prompt (or let it exit on its own), then
-		// take the channel back.
-		rerr := s.settleLocked(ctx, cm, from)
-		finish("refused: " + refusal)
-		e := vmerr.New(vmerr.Refused, "%s: sudo %q refused: %s", s.name, cmd, refusal).
-			With("vm", s.name).With("command", cmd).With("transcript", res.Transcript).With("recovered", rerr == nil)
-		if s.user != "" {
-			e.With("user", s.user)
+		if lo <= p.outEnd {
+			out = text[lo:p.outEnd]
 		}
-		s.event("sudo", map[string]any{"command": cmd, "refused": refusal, "transcript": res.Transcript, "took_s": secs(time.Since(start))})
-		return res, e
+		x.res.Code = p.code
 	}
+	x.res.Output, x.res.Stdout, x.res.Duration = out, out, time.Since(x.start)
+	x.finish(fmt.Sprintf("exit code %d", x.res.Code))
+	s.event("sudo", map[string]any{"command": x.cmd, "code": x.res.Code, "transcript": x.res.Transcript, "took_s": secs(time.Since(x.start))})
+	return x.res
+}
 
-	// The wait failed: timeout, VM gone, cancelled.
-	if vmerr.Is(waitErr, vmerr.Timeout) {
+// refused interrupts sudo's next prompt (or lets it exit on its own), takes
+// the channel back, and fails with kind "refused".
+func (x *sudoExchange) refused(ctx context.Context) (SudoResult, error) {
+	s := x.s
+	rerr := s.settleLocked(ctx, x.cm, x.from)
+	x.finish("refused: " + x.refusal)
+	e := vmerr.New(vmerr.Refused, "%s: sudo %q refused: %s", s.name, x.cmd, x.refusal).
+		With("vm", s.name).With("command", x.cmd).With("transcript", x.res.Transcript).With("recovered", rerr == nil)
+	if s.user != "" {
+		e.With("user", s.user)
+	}
+	s.event("sudo", map[string]any{"command": x.cmd, "refused": x.refusal, "transcript": x.res.Transcript, "took_s": secs(time.Since(x.start))})
+	return x.res, e
+}
+
+// failed reports a wait that failed: a timeout (the channel recovers), the
+// VM gone, the run cancelled.
+func (x *sudoExchange) failed(ctx context.Context) (SudoResult, error) {
+	s := x.s
+	if vmerr.Is(x.waitErr, vmerr.Timeout) {
 		rerr := s.recoverLocked(ctx)
-		finish("timeout")
-		e := vmerr.New(vmerr.Timeout, "%s: sudo %q did not finish within %s", s.name, cmd, fmtDur(timeout)).
-			With("vm", s.name).With("command", cmd).With("transcript", res.Transcript).With("recovered", rerr == nil).
+		x.finish("timeout")
+		e := vmerr.New(vmerr.Timeout, "%s: sudo %q did not finish within %s", s.name, x.cmd, fmtDur(x.timeout)).
+			With("vm", s.name).With("command", x.cmd).With("transcript", x.res.Transcript).With("recovered", rerr == nil).
 			With("tail", s.con.Tail(console.TailLines))
-		return res, e
+		return x.res, e
 	}
-	finish("error: " + waitErr.Error())
-	if ve, ok := waitErr.(*vmerr.Error); ok {
-		ve.With("command", cmd).With("transcript", res.Transcript)
+	x.finish("error: " + x.waitErr.Error())
+	if ve, ok := x.waitErr.(*vmerr.Error); ok {
+		ve.With("command", x.cmd).With("transcript", x.res.Transcript)
 	}
-	return res, waitErr
+	return x.res, x.waitErr
 }
 
 // settleLocked ends a refused sudo: Ctrl-C, then the end marker (sudo
