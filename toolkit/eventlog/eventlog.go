@@ -25,7 +25,7 @@ type Log[T any] struct {
 	mu      sync.Mutex
 	items   []T // the kept events: sequence numbers base, base+1, …
 	base    int
-	keep    int // 0: all
+	keep    int           // 0: all
 	changed chan struct{} // closed and replaced by Append and Close
 	closed  error
 	subs    []*subscriber[T]
