@@ -23,6 +23,7 @@
 package netboot
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -221,23 +222,8 @@ type Server struct {
 
 // Serve starts a server. On error nothing is left open.
 func Serve(opt Options) (_ *Server, err error) {
-	if opt.Name == "" {
-		opt.Name = "netboot"
-	}
-	if opt.MaxBlockSize == 0 {
-		opt.MaxBlockSize = DefaultMaxBlockSize
-	}
-	if opt.MaxBlockSize < 512 || opt.MaxBlockSize > 65464 {
-		return nil, vmerr.New(vmerr.Usage, "netboot: MaxBlockSize %d out of range 512-65464", opt.MaxBlockSize)
-	}
-	if opt.Timeout <= 0 {
-		opt.Timeout = DefaultTimeout
-	}
-	if opt.Retries <= 0 {
-		opt.Retries = DefaultRetries
-	}
-	if opt.NoTFTP && opt.NoHTTP {
-		return nil, vmerr.New(vmerr.Usage, "netboot: both TFTP and HTTP are off")
+	if opt, err = withDefaults(opt); err != nil {
+		return nil, err
 	}
 	s := &Server{
 		opt: opt, name: opt.Name, source: "netboot", overlay: map[string]string{},
@@ -261,33 +247,84 @@ func Serve(opt Options) (_ *Server, err error) {
 		}
 		raw[clean] = text
 	}
-	if opt.Root != "" {
-		if s.root, err = os.OpenRoot(opt.Root); err != nil {
-			return nil, vmerr.Wrap(vmerr.NotFound, err, "netboot: root")
-		}
-	}
-	if opt.UploadDir != "" {
-		if s.upload, err = os.OpenRoot(opt.UploadDir); err != nil {
-			return nil, vmerr.Wrap(vmerr.NotFound, err, "netboot: upload directory")
-		}
+	if err := s.openRoots(); err != nil {
+		return nil, err
 	}
 	// Listeners first: the overlay needs the ports.
+	host, err := s.listen()
+	if err != nil {
+		return nil, err
+	}
+	client := s.clientURLs(host)
+	if err := s.fillOverlay(raw, client); err != nil {
+		return nil, err
+	}
+	if opt.Run != nil {
+		if s.log, err = os.OpenFile(opt.Run.Path(LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+			return nil, vmerr.Wrap(vmerr.IO, err, "netboot: log")
+		}
+	}
+	s.start()
+	return s, nil
+}
+
+// withDefaults fills in and checks the options.
+func withDefaults(opt Options) (Options, error) {
+	if opt.Name == "" {
+		opt.Name = "netboot"
+	}
+	if opt.MaxBlockSize == 0 {
+		opt.MaxBlockSize = DefaultMaxBlockSize
+	}
+	if opt.MaxBlockSize < 512 || opt.MaxBlockSize > 65464 {
+		return opt, vmerr.New(vmerr.Usage, "netboot: MaxBlockSize %d out of range 512-65464", opt.MaxBlockSize)
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.Retries <= 0 {
+		opt.Retries = DefaultRetries
+	}
+	if opt.NoTFTP && opt.NoHTTP {
+		return opt, vmerr.New(vmerr.Usage, "netboot: both TFTP and HTTP are off")
+	}
+	return opt, nil
+}
+
+// openRoots opens the served root and the upload directory, confined.
+func (s *Server) openRoots() error {
+	var err error
+	if s.opt.Root != "" {
+		if s.root, err = os.OpenRoot(s.opt.Root); err != nil {
+			return vmerr.Wrap(vmerr.NotFound, err, "netboot: root")
+		}
+	}
+	if s.opt.UploadDir != "" {
+		if s.upload, err = os.OpenRoot(s.opt.UploadDir); err != nil {
+			return vmerr.Wrap(vmerr.NotFound, err, "netboot: upload directory")
+		}
+	}
+	return nil
+}
+
+// listen opens the TFTP and HTTP sockets (given ones or ephemeral loopback
+// ports) and returns the host they are on.
+func (s *Server) listen() (string, error) {
+	opt := s.opt
 	var host string
 	if !opt.NoTFTP {
 		pc := opt.TFTPConn
 		if pc == nil {
-			addr := opt.TFTPAddr
-			if addr == "" {
-				addr = "127.0.0.1:0"
-			}
+			addr := cmp.Or(opt.TFTPAddr, "127.0.0.1:0")
+			var err error
 			if pc, err = net.ListenPacket("udp", addr); err != nil {
-				return nil, vmerr.Wrap(vmerr.IO, err, "netboot: TFTP listen")
+				return "", vmerr.Wrap(vmerr.IO, err, "netboot: TFTP listen")
 			}
 		}
 		s.tftpConn = pc
 		h, port, _ := net.SplitHostPort(pc.LocalAddr().String())
 		if ip := net.ParseIP(h); ip == nil || ip.IsUnspecified() {
-			return nil, vmerr.New(vmerr.Usage, "netboot: TFTP must be bound to a concrete IP address, not %s (pin/tftp cannot tell its address class otherwise)", pc.LocalAddr())
+			return "", vmerr.New(vmerr.Usage, "netboot: TFTP must be bound to a concrete IP address, not %s (pin/tftp cannot tell its address class otherwise)", pc.LocalAddr())
 		}
 		host = h
 		s.tftpURL = "tftp://" + net.JoinHostPort(h, port)
@@ -295,22 +332,23 @@ func Serve(opt Options) (_ *Server, err error) {
 	if !opt.NoHTTP {
 		ln := opt.HTTPListener
 		if ln == nil {
-			addr := opt.HTTPAddr
-			if addr == "" {
-				addr = "127.0.0.1:0"
-			}
-			if ln, err = net.Listen("tcp", addr); err != nil {
-				return nil, vmerr.Wrap(vmerr.IO, err, "netboot: HTTP listen")
+			var err error
+			if ln, err = net.Listen("tcp", cmp.Or(opt.HTTPAddr, "127.0.0.1:0")); err != nil {
+				return "", vmerr.Wrap(vmerr.IO, err, "netboot: HTTP listen")
 			}
 		}
 		s.httpLn = ln
 		h, port, _ := net.SplitHostPort(ln.Addr().String())
-		if host == "" {
-			host = h
-		}
+		host = cmp.Or(host, h)
 		s.httpURL = "http://" + net.JoinHostPort(h, port)
 	}
-	client := opt.ClientHost
+	return host, nil
+}
+
+// clientURLs settles the host and URLs a guest reaches the server at (QEMU
+// user networking's 10.0.2.2 for a loopback server) and returns the host.
+func (s *Server) clientURLs(host string) string {
+	client := s.opt.ClientHost
 	if client == "" {
 		client = host
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
@@ -325,31 +363,36 @@ func Serve(opt Options) (_ *Server, err error) {
 		_, port, _ := net.SplitHostPort(s.httpLn.Addr().String())
 		s.clientHTTPURL = "http://" + net.JoinHostPort(client, port)
 	}
+	return client
+}
+
+// fillOverlay fills {{server}}, {{tftp}} and {{http}} into the overlay
+// texts.
+func (s *Server) fillOverlay(raw map[string]string, client string) error {
 	for name, text := range raw {
 		for key, val := range map[string]string{"{{tftp}}": s.clientTFTPURL, "{{http}}": s.clientHTTPURL} {
 			if strings.Contains(text, key) && val == "" {
-				return nil, vmerr.New(vmerr.Usage, "netboot: overlay file %s uses %s but that protocol is off", name, key)
+				return vmerr.New(vmerr.Usage, "netboot: overlay file %s uses %s but that protocol is off", name, key)
 			}
 		}
 		s.overlay[name] = strings.NewReplacer("{{server}}", client, "{{tftp}}", s.clientTFTPURL, "{{http}}", s.clientHTTPURL).Replace(text)
 	}
-	if opt.Run != nil {
-		if s.log, err = os.OpenFile(opt.Run.Path(LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
-			return nil, vmerr.Wrap(vmerr.IO, err, "netboot: log")
-		}
-	}
+	return nil
+}
+
+// start starts serving and records the start.
+func (s *Server) start() {
 	if s.tftpConn != nil {
 		s.startTFTP()
 	}
 	if s.httpLn != nil {
 		s.startHTTP()
 	}
-	s.event("start", map[string]any{"root": opt.Root, "tftp": s.tftpURL, "http": s.httpURL,
+	s.event("start", map[string]any{"root": s.opt.Root, "tftp": s.tftpURL, "http": s.httpURL,
 		"client_tftp": s.clientTFTPURL, "client_http": s.clientHTTPURL, "overlay": s.OverlayNames(),
-		"max_blksize": s.maxBlk, "upload": opt.UploadDir})
+		"max_blksize": s.maxBlk, "upload": s.opt.UploadDir})
 	s.logLine(fmt.Sprintf("%s %s start root=%q tftp=%s http=%s clients-see tftp=%s http=%s overlay=%v max-blksize=%d",
-		time.Now().Format(journal.WallFormat), s.name, opt.Root, s.tftpURL, s.httpURL, s.clientTFTPURL, s.clientHTTPURL, s.OverlayNames(), s.maxBlk))
-	return s, nil
+		time.Now().Format(journal.WallFormat), s.name, s.opt.Root, s.tftpURL, s.httpURL, s.clientTFTPURL, s.clientHTTPURL, s.OverlayNames(), s.maxBlk))
 }
 
 // OverlayNames returns the overlay's file names, sorted.

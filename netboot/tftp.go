@@ -149,86 +149,39 @@ type pendingRead struct {
 // progress. It returns the clean request to hand to pin/tftp, or an ERROR
 // packet to send back, or neither (ignored). Refusals are recorded.
 func (s *Server) admit(pkt []byte, client string) (pass, reply []byte) {
-	start := time.Now()
 	req, stray, ref := parseRequest(pkt)
 	if stray != "" {
 		s.ignored(client, stray)
 		return nil, nil
 	}
-	r := Request{Proto: "tftp", Client: client, Start: start, Size: -1, Op: "read"}
-	if req != nil {
-		if req.op == opWRQ {
-			r.Op = "write"
-		}
-		r.File = printable(req.name)
-		if len(req.opts) > 0 {
-			r.Options = map[string]string{}
-			for _, o := range req.opts {
-				r.Options[printable(o[0])] = printable(o[1])
-			}
-		}
-	} else {
-		r.Op = "?"
-	}
-	refuse := func(outcome string, code uint16, reason string) ([]byte, []byte) {
-		r.Outcome, r.Reason = outcome, reason
+	r := newTFTPRequest(req, client)
+	refuse := func(ref *refusal, outcome string) ([]byte, []byte) {
+		r.Outcome, r.Reason = outcome, ref.reason
 		s.record(r)
-		return nil, errorPacket(code, reason)
+		return nil, errorPacket(ref.code, ref.reason)
 	}
 	if ref != nil {
-		return refuse(Refused, ref.code, ref.reason)
+		return refuse(ref, Refused)
 	}
 	if s.closing.Load() {
-		return refuse(Refused, errNotDefined, "server is closing")
+		return refuse(&refusal{errNotDefined, "server is closing"}, Refused)
 	}
-	if req.mode != "octet" && req.mode != "netascii" {
-		return refuse(Refused, errIllegalOp, fmt.Sprintf("unsupported transfer mode %q (want octet or netascii)", printable(req.mode)))
-	}
-	// Options: blksize and tsize are negotiated, others ignored (pin/tftp
-	// implements no timeout or windowsize).
-	blk, tsize := 0, ""
-	for _, o := range req.opts {
-		switch o[0] {
-		case "blksize":
-			n, ok := parseUint(o[1], 1<<31)
-			if !ok {
-				return refuse(Refused, errOptionNeg, fmt.Sprintf("malformed blksize %q", printable(o[1])))
-			}
-			if n < 8 || n > 65464 {
-				return refuse(Refused, errOptionNeg, fmt.Sprintf("blksize %d out of range 8-65464", n))
-			}
-			blk = int(n)
-		case "tsize":
-			if _, ok := parseUint(o[1], 1<<62); !ok {
-				return refuse(Refused, errOptionNeg, fmt.Sprintf("malformed tsize %q", printable(o[1])))
-			}
-			tsize = o[1]
-		}
+	blk, tsize, ref := checkRequest(req)
+	if ref != nil {
+		return refuse(ref, Refused)
 	}
 	name, err := CleanName(req.name)
 	if err != nil {
-		return refuse(Refused, errAccess, err.Error())
+		return refuse(&refusal{errAccess, err.Error()}, Refused)
 	}
 	r.File = name
 	r.BlockSize = 512
 	if blk >= 512 {
 		r.BlockSize = min(blk, s.maxBlk)
 	}
-	p := &pendingRead{name: name}
-	if req.op == opWRQ {
-		if s.upload == nil {
-			return refuse(Refused, errAccess, "write request to a read-only server (no upload directory)")
-		}
-		r.Source = "upload"
-	} else {
-		c, err := s.open(name)
-		if errors.Is(err, errNotFound) {
-			return refuse(NotFound, errFileNotFound, err.Error())
-		}
-		if err != nil {
-			return refuse(Refused, errAccess, err.Error())
-		}
-		r.Source, r.Size, p.c = c.source, c.size, c
+	p, outcome, ref := s.prepare(req, name, &r)
+	if ref != nil {
+		return refuse(ref, outcome)
 	}
 	r.Seq = s.begin()
 	p.req = r
@@ -239,8 +192,82 @@ func (s *Server) admit(pkt []byte, client string) (pass, reply []byte) {
 	s.pending[client] = p
 	s.active[client] = true
 	s.mu.Unlock()
-	// The request pin/tftp sees: clean name, canonical mode, only the
-	// options it implements.
+	return cleanRequest(req, name, blk, tsize), nil
+}
+
+// newTFTPRequest is the record of a request as it arrived.
+func newTFTPRequest(req *tftpRequest, client string) Request {
+	r := Request{Proto: "tftp", Client: client, Start: time.Now(), Size: -1, Op: "read"}
+	if req == nil {
+		r.Op = "?"
+		return r
+	}
+	if req.op == opWRQ {
+		r.Op = "write"
+	}
+	r.File = printable(req.name)
+	if len(req.opts) > 0 {
+		r.Options = map[string]string{}
+		for _, o := range req.opts {
+			r.Options[printable(o[0])] = printable(o[1])
+		}
+	}
+	return r
+}
+
+// checkRequest checks the mode and the options: blksize and tsize are
+// negotiated, others ignored (pin/tftp implements no timeout or
+// windowsize).
+func checkRequest(req *tftpRequest) (blk int, tsize string, ref *refusal) {
+	if req.mode != "octet" && req.mode != "netascii" {
+		return 0, "", &refusal{errIllegalOp, fmt.Sprintf("unsupported transfer mode %q (want octet or netascii)", printable(req.mode))}
+	}
+	for _, o := range req.opts {
+		switch o[0] {
+		case "blksize":
+			n, ok := parseUint(o[1], 1<<31)
+			if !ok {
+				return 0, "", &refusal{errOptionNeg, fmt.Sprintf("malformed blksize %q", printable(o[1]))}
+			}
+			if n < 8 || n > 65464 {
+				return 0, "", &refusal{errOptionNeg, fmt.Sprintf("blksize %d out of range 8-65464", n)}
+			}
+			blk = int(n)
+		case "tsize":
+			if _, ok := parseUint(o[1], 1<<62); !ok {
+				return 0, "", &refusal{errOptionNeg, fmt.Sprintf("malformed tsize %q", printable(o[1]))}
+			}
+			tsize = o[1]
+		}
+	}
+	return blk, tsize, nil
+}
+
+// prepare opens what the request reads (or checks the upload directory for
+// a write) and records its source and size in r.
+func (s *Server) prepare(req *tftpRequest, name string, r *Request) (*pendingRead, string, *refusal) {
+	p := &pendingRead{name: name}
+	if req.op == opWRQ {
+		if s.upload == nil {
+			return nil, Refused, &refusal{errAccess, "write request to a read-only server (no upload directory)"}
+		}
+		r.Source = "upload"
+		return p, "", nil
+	}
+	c, err := s.open(name)
+	if errors.Is(err, errNotFound) {
+		return nil, NotFound, &refusal{errFileNotFound, err.Error()}
+	}
+	if err != nil {
+		return nil, Refused, &refusal{errAccess, err.Error()}
+	}
+	r.Source, r.Size, p.c = c.source, c.size, c
+	return p, "", nil
+}
+
+// cleanRequest is the request pin/tftp sees: the clean name, the canonical
+// mode, only the options it implements.
+func cleanRequest(req *tftpRequest, name string, blk int, tsize string) []byte {
 	out := binary.BigEndian.AppendUint16(nil, req.op)
 	out = append(append(out, name...), 0)
 	out = append(append(out, req.mode...), 0)
@@ -252,7 +279,7 @@ func (s *Server) admit(pkt []byte, client string) (pass, reply []byte) {
 		out = append(append(out, "tsize\x00"...), tsize...)
 		out = append(out, 0)
 	}
-	return out, nil
+	return out
 }
 
 func errorPacket(code uint16, msg string) []byte {

@@ -465,18 +465,11 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
 		return
 	}
-	mac := m.ClientHWAddr.String()
-	in := Event{At: time.Now(), Dir: "in", Type: typeName(m.MessageType()), MAC: mac,
-		XID:      "0x" + fmt.Sprintf("%08x", uint32(m.TransactionID[0])<<24|uint32(m.TransactionID[1])<<16|uint32(m.TransactionID[2])<<8|uint32(m.TransactionID[3])),
-		Hostname: m.HostName()}
-	if r := requested(m); r.IsValid() {
-		in.Requested = r.String()
-	}
-	gw := net.IP(d.lan.gw.AsSlice())
+	in := inEvent(m)
 	d.mu.Lock()
-	paused, delay, nak := d.paused, d.delay, d.naks[mac]
+	paused, delay, nak := d.paused, d.delay, d.naks[in.MAC]
 	d.mu.Unlock()
-	if sid := m.ServerIdentifier(); sid != nil && !sid.IsUnspecified() && !sid.Equal(gw) && in.Type != Inform {
+	if sid := m.ServerIdentifier(); sid != nil && !sid.IsUnspecified() && !sid.Equal(d.gwIP()) && in.Type != Inform {
 		in.Note = "for server " + sid.String() + ": ignored"
 		d.record(in)
 		return
@@ -486,66 +479,98 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		d.record(in)
 		return
 	}
-	var reply *dhcpv4.DHCPv4
-	var err error
-	out := Event{Dir: "out", MAC: mac, XID: in.XID, Hostname: in.Hostname}
+	out := Event{Dir: "out", MAC: in.MAC, XID: in.XID, Hostname: in.Hostname}
+	reply, answered, err := d.answer(m, &in, &out, nak)
+	if !answered {
+		return
+	}
+	if err != nil || reply == nil {
+		d.lan.event("dhcp-error", map[string]any{"mac": in.MAC, "error": fmt.Sprint(err)})
+		return
+	}
+	d.send(conn, peer, reply, in, out, delay)
+}
+
+// inEvent is the record of a client's message.
+func inEvent(m *dhcpv4.DHCPv4) Event {
+	id := m.TransactionID
+	in := Event{At: time.Now(), Dir: "in", Type: typeName(m.MessageType()), MAC: m.ClientHWAddr.String(),
+		XID:      "0x" + fmt.Sprintf("%08x", uint32(id[0])<<24|uint32(id[1])<<16|uint32(id[2])<<8|uint32(id[3])),
+		Hostname: m.HostName()}
+	if r := requested(m); r.IsValid() {
+		in.Requested = r.String()
+	}
+	return in
+}
+
+func (d *DHCP) gwIP() net.IP { return net.IP(d.lan.gw.AsSlice()) }
+
+// answer records the client's message and builds the reply to it (nil
+// and not answered for a message that gets none).
+func (d *DHCP) answer(m *dhcpv4.DHCPv4, in, out *Event, nak bool) (reply *dhcpv4.DHCPv4, answered bool, err error) {
 	switch in.Type {
 	case Discover:
-		ip, why, reclaimed := d.offer(mac, requested(m), d.lan.presentMACs)
+		ip, why, reclaimed := d.offer(in.MAC, requested(m), d.lan.presentMACs)
 		if !ip.IsValid() {
 			in.Note = "not answered: " + why
-			d.record(in)
-			return
+			d.record(*in)
+			return nil, false, nil
 		}
-		d.record(in)
-		reply, err = d.reply(m, dhcpv4.MessageTypeOffer, ip)
+		d.record(*in)
 		out.Type, out.Offered = Offer, ip.String()
 		if reclaimed != "" {
 			out.Note = "pool full: reclaimed from " + reclaimed + ", which left the LAN"
 		}
+		reply, err = d.reply(m, dhcpv4.MessageTypeOffer, ip)
+		return reply, true, err
 	case Request:
-		want := requested(m)
-		if nak {
-			in.Note = "NAK injected"
-			d.record(in)
-			reply, err = dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-				dhcpv4.WithServerIP(nil), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(gw)),
-				dhcpv4.WithOption(dhcpv4.OptMessage("NAK injected by vmscript")))
-			out.Type, out.Note = Nak, "NAK injected"
-			break
-		}
-		lease, why := d.ack(mac, want)
-		d.record(in)
-		if !lease.IsValid() {
-			reply, err = dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-				dhcpv4.WithServerIP(nil), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(gw)),
-				dhcpv4.WithOption(dhcpv4.OptMessage(why)))
-			out.Type, out.Note = Nak, why
-			break
-		}
-		reply, err = d.reply(m, dhcpv4.MessageTypeAck, lease)
-		out.Type, out.Offered = Ack, lease.String()
+		reply, err = d.answerRequest(m, in, out, nak)
+		return reply, true, err
 	case Release:
-		d.release(mac)
-		d.record(in)
-		return
+		d.release(in.MAC)
 	case Decline:
-		d.decline(mac, requested(m))
-		d.record(in)
-		return
+		d.decline(in.MAC, requested(m))
 	case Inform:
-		d.record(in)
-		reply, err = d.reply(m, dhcpv4.MessageTypeAck, netip.Addr{})
+		d.record(*in)
 		out.Type = Ack
+		reply, err = d.reply(m, dhcpv4.MessageTypeAck, netip.Addr{})
+		return reply, true, err
 	default:
 		in.Note = "ignored"
-		d.record(in)
-		return
 	}
-	if err != nil || reply == nil {
-		d.lan.event("dhcp-error", map[string]any{"mac": mac, "error": fmt.Sprint(err)})
-		return
+	d.record(*in)
+	return nil, false, nil
+}
+
+// answerRequest answers a REQUEST: a NAK when one is injected or the
+// address cannot be leased, else an ACK.
+func (d *DHCP) answerRequest(m *dhcpv4.DHCPv4, in, out *Event, nak bool) (*dhcpv4.DHCPv4, error) {
+	nakReply := func(why string) (*dhcpv4.DHCPv4, error) {
+		out.Type, out.Note = Nak, why
+		return dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+			dhcpv4.WithServerIP(nil), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.gwIP())),
+			dhcpv4.WithOption(dhcpv4.OptMessage(why)))
 	}
+	if nak {
+		in.Note = "NAK injected"
+		d.record(*in)
+		r, err := nakReply("NAK injected by vmscript")
+		out.Note = "NAK injected"
+		return r, err
+	}
+	lease, why := d.ack(in.MAC, requested(m))
+	d.record(*in)
+	if !lease.IsValid() {
+		return nakReply(why)
+	}
+	out.Type, out.Offered = Ack, lease.String()
+	return d.reply(m, dhcpv4.MessageTypeAck, lease)
+}
+
+// send holds the reply for the injected delay, commits an ACK's lease,
+// records the reply (before sending: the client's answer to it must not be
+// logged first) and sends it; a NAK is broadcast.
+func (d *DHCP) send(conn net.PacketConn, peer net.Addr, reply *dhcpv4.DHCPv4, in, out Event, delay time.Duration) {
 	if file := reply.BootFileNameOption(); file != "" && out.Type != Nak {
 		out.Bootfile = file
 	}
@@ -561,16 +586,14 @@ func (d *DHCP) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	if out.Type == Nak {
 		dst = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 	}
-	// Recorded before it is sent: the client's answer to it must not be
-	// logged first.
 	out.At = time.Now()
 	if in.Type == Request && out.Type == Ack {
 		ip, _ := netip.ParseAddr(out.Offered)
-		d.commit(mac, ip, in.Hostname, out.At)
+		d.commit(out.MAC, ip, in.Hostname, out.At)
 	}
 	d.record(out)
 	if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {
-		d.lan.event("dhcp-error", map[string]any{"mac": mac, "error": err.Error(), "type": out.Type})
+		d.lan.event("dhcp-error", map[string]any{"mac": out.MAC, "error": err.Error(), "type": out.Type})
 	}
 }
 

@@ -7,7 +7,7 @@
 //
 //	l, err := lan.New(ctx, lan.Config{Name: "lan", Subnet: "10.0.3.0/24", DHCP: true, NAT: true, Run: run})
 //	f, port, err := l.Attach("vm1", "52:54:00:12:34:56")   // f goes to QEMU: -netdev socket,fd=N
-//	lease, err := l.WaitLease(ctx, "52:54:00:12:34:56")
+//	lease, err := l.DHCP().WaitLease(ctx, "52:54:00:12:34:56") // or a machine.NIC{LAN: l}
 //
 // No TAP, no bridge, no network namespace and no root are needed: frames
 // travel over unix socketpairs (QEMU's stream framing, a 4-byte big-endian

@@ -88,76 +88,10 @@ func (c *Client) run(ctx context.Context, cmd string, opt RunOptions, stdoutTo i
 	if timeout <= 0 {
 		timeout = DefaultRunTimeout
 	}
-	seq := c.nextSeq()
-	start := time.Now()
-	tr := c.transcriptWriter()
-	var trMu sync.Mutex
-	if tr != nil {
-		trMu.Lock()
-		fmt.Fprintf(tr, "\n### %s #%d [%s] $ %s\n", c.cfg.Name, seq, start.Format("15:04:05.000"), cmd)
-		trMu.Unlock()
-	}
-	c.event("run", map[string]any{"n": seq, "cmd": cmd, "timeout_s": timeout.Seconds()})
-	stdout := &lockedBuffer{mu: &trMu, tr: tr}
-	stderr := &lockedBuffer{mu: &trMu, tr: tr}
-	finish := func(res Result, err error) (Result, error) {
-		res.Stdout, res.Stderr = stdout.String(), stderr.String()
-		res.Output = command.Combined(res.Stdout, res.Stderr)
-		res.Duration = time.Since(start)
-		f := map[string]any{"n": seq, "code": res.Code, "duration_s": res.Duration.Seconds(),
-			"stdout_bytes": len(res.Stdout), "stderr_bytes": len(res.Stderr)}
-		if res.Signal != "" {
-			f["signal"] = res.Signal
-		}
-		if err != nil {
-			f["error"] = err.Error()
-			f["kind"] = vmerr.KindOf(err)
-		}
-		c.event("exit", f)
-		if tr != nil {
-			trMu.Lock()
-			tail := ""
-			if err != nil {
-				tail = " error: " + vmerr.KindOf(err)
-			}
-			if !strings.HasSuffix(res.Stdout+res.Stderr, "\n") && len(res.Stdout)+len(res.Stderr) > 0 {
-				tr.Write([]byte("\n"))
-			}
-			fmt.Fprintf(tr, "### #%d exit %d%s (%.3fs)%s\n", seq, res.Code, sigSuffix(res.Signal), res.Duration.Seconds(), tail)
-			trMu.Unlock()
-		}
-		if ve, ok := err.(*vmerr.Error); ok {
-			ve.With("stdout", res.Stdout).With("stderr", res.Stderr).With("cmd", cmd)
-		}
-		return res, err
-	}
-
-	// A session whose exec request fails (dropbear sometimes closes a new
-	// channel at once, right after a refused SFTP subsystem) is retried
-	// once on a fresh channel; nothing ran, so this is safe.
-	var sess *gossh.Session
-	for attempt := 1; ; attempt++ {
-		sess, err = c.newSession(ctx, conn)
-		if err != nil {
-			return finish(res, err)
-		}
-		sess.Stdout = stdout
-		if stdoutTo != nil {
-			sess.Stdout = stdoutTo
-		}
-		sess.Stderr = stderr
-		if opt.Stdin != nil {
-			sess.Stdin = opt.Stdin
-		}
-		err = sess.Start(full)
-		if err == nil {
-			break
-		}
-		sess.Close()
-		if attempt == 2 || ctx.Err() != nil {
-			return finish(res, c.ctxFields(vmerr.Wrap(vmerr.IO, err, "ssh %s: starting %q", c.cfg.Name, abbreviate(cmd, 80))))
-		}
-		c.event("exec-retry", map[string]any{"n": seq, "error": err.Error()})
+	x := c.newExecution(cmd, timeout)
+	sess, err := x.startSession(ctx, conn, full, opt.Stdin, stdoutTo)
+	if err != nil {
+		return x.finish(res, err)
 	}
 	defer sess.Close()
 	done := make(chan error, 1)
@@ -166,20 +100,113 @@ func (c *Client) run(ctx context.Context, cmd string, opt RunOptions, stdoutTo i
 	defer timer.Stop()
 	select {
 	case err := <-done:
-		return finish(exitResult(res, err, c, cmd))
+		return x.finish(exitResult(res, err, c, cmd))
 	case <-timer.C:
 		res := c.interrupt(sess, done, res, cmd, nonce)
 		e := c.ctxFields(vmerr.New(vmerr.Timeout, "ssh %s: command %q did not finish within %s; sent SIGTERM", c.cfg.Name, abbreviate(cmd, 80), timeout))
-		return finish(res, e.With("waited_s", time.Since(start).Seconds()))
+		return x.finish(res, e.With("waited_s", time.Since(x.start).Seconds()))
 	case <-ctx.Done():
 		res := c.interrupt(sess, done, res, cmd, nonce)
 		kind := vmerr.Cancelled
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			kind = vmerr.Timeout
 		}
-		e := c.ctxFields(vmerr.Wrap(kind, context.Cause(ctx), "ssh %s: command %q interrupted after %.1fs; sent SIGTERM", c.cfg.Name, abbreviate(cmd, 80), time.Since(start).Seconds()))
-		return finish(res, e.With("waited_s", time.Since(start).Seconds()))
+		e := c.ctxFields(vmerr.Wrap(kind, context.Cause(ctx), "ssh %s: command %q interrupted after %.1fs; sent SIGTERM", c.cfg.Name, abbreviate(cmd, 80), time.Since(x.start).Seconds()))
+		return x.finish(res, e.With("waited_s", time.Since(x.start).Seconds()))
 	}
+}
+
+// execution is one command of Run: its number, its output buffers (copied
+// to the transcript as they fill) and its start.
+type execution struct {
+	c      *Client
+	cmd    string
+	seq    int
+	start  time.Time
+	tr     io.Writer
+	trMu   sync.Mutex
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+}
+
+// newExecution records a command's start in the timeline and transcript.
+func (c *Client) newExecution(cmd string, timeout time.Duration) *execution {
+	x := &execution{c: c, cmd: cmd, seq: c.nextSeq(), start: time.Now(), tr: c.transcriptWriter()}
+	x.stdout = &lockedBuffer{mu: &x.trMu, tr: x.tr}
+	x.stderr = &lockedBuffer{mu: &x.trMu, tr: x.tr}
+	if x.tr != nil {
+		x.trMu.Lock()
+		fmt.Fprintf(x.tr, "\n### %s #%d [%s] $ %s\n", c.cfg.Name, x.seq, x.start.Format("15:04:05.000"), cmd)
+		x.trMu.Unlock()
+	}
+	c.event("run", map[string]any{"n": x.seq, "cmd": cmd, "timeout_s": timeout.Seconds()})
+	return x
+}
+
+// startSession opens a session and starts the command. A session whose exec
+// request fails (dropbear sometimes closes a new channel at once, right
+// after a refused SFTP subsystem) is retried once on a fresh channel;
+// nothing ran, so this is safe.
+func (x *execution) startSession(ctx context.Context, conn *gossh.Client, full string, stdin io.Reader, stdoutTo io.Writer) (*gossh.Session, error) {
+	c := x.c
+	for attempt := 1; ; attempt++ {
+		sess, err := c.newSession(ctx, conn)
+		if err != nil {
+			return nil, err
+		}
+		sess.Stdout = x.stdout
+		if stdoutTo != nil {
+			sess.Stdout = stdoutTo
+		}
+		sess.Stderr = x.stderr
+		if stdin != nil {
+			sess.Stdin = stdin
+		}
+		err = sess.Start(full)
+		if err == nil {
+			return sess, nil
+		}
+		sess.Close()
+		if attempt == 2 || ctx.Err() != nil {
+			return nil, c.ctxFields(vmerr.Wrap(vmerr.IO, err, "ssh %s: starting %q", c.cfg.Name, abbreviate(x.cmd, 80)))
+		}
+		c.event("exec-retry", map[string]any{"n": x.seq, "error": err.Error()})
+	}
+}
+
+// finish completes the result with the output, records the end in the
+// timeline and the transcript, and adds the output to an error.
+func (x *execution) finish(res Result, err error) (Result, error) {
+	c := x.c
+	res.Stdout, res.Stderr = x.stdout.String(), x.stderr.String()
+	res.Output = command.Combined(res.Stdout, res.Stderr)
+	res.Duration = time.Since(x.start)
+	f := map[string]any{"n": x.seq, "code": res.Code, "duration_s": res.Duration.Seconds(),
+		"stdout_bytes": len(res.Stdout), "stderr_bytes": len(res.Stderr)}
+	if res.Signal != "" {
+		f["signal"] = res.Signal
+	}
+	if err != nil {
+		f["error"] = err.Error()
+		f["kind"] = vmerr.KindOf(err)
+	}
+	c.event("exit", f)
+	if x.tr != nil {
+		x.trMu.Lock()
+		tail := ""
+		if err != nil {
+			tail = " error: " + vmerr.KindOf(err)
+		}
+		if !strings.HasSuffix(res.Stdout+res.Stderr, "\n") && len(res.Stdout)+len(res.Stderr) > 0 {
+			x.tr.Write([]byte("\n"))
+		}
+		fmt.Fprintf(x.tr, "### #%d exit %d%s (%.3fs)%s\n", x.seq, res.Code, sigSuffix(res.Signal), res.Duration.Seconds(), tail)
+		x.trMu.Unlock()
+	}
+	if ve, ok := err.(*vmerr.Error); ok {
+		ve.With("stdout", res.Stdout).With("stderr", res.Stderr).With("cmd", x.cmd)
+	}
+	return res, err
 }
 
 // NonceVar is exported to every command with a value unique to it, so a
