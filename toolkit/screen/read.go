@@ -140,12 +140,17 @@ func (s *Screen) readFull(ctx context.Context, prev *vgaState) (*Snapshot, error
 	c := &s.cache
 	c.full, c.regs, c.width, c.height = t0, regs, img.w, img.h
 	if regs.graphics() {
+		h := maphash.Bytes(hashSeed, img.pix)
+		if c.snap != nil && c.snap.Mode == ModeGraphics && h == c.pixelHash {
+			return c.snap, nil // the same pixels: OCR would read the same
+		}
 		snap := &Snapshot{Mode: ModeGraphics, Width: img.w, Height: img.h, At: t0, Paused: paused}
 		if snap.Lines, err = s.recognise(ctx, img); err != nil {
+			c.snap = nil
 			return nil, err
 		}
 		snap.Took = time.Since(t0)
-		c.snap, c.pixelHash, c.geo = snap, maphash.Bytes(hashSeed, img.pix), geometry{}
+		c.snap, c.pixelHash, c.geo = snap, h, geometry{}
 		return snap, nil
 	}
 	geo := regs.text()
