@@ -135,7 +135,7 @@ func TestE2EGrubBIOSText(t *testing.T) {
 		t.Fatalf("timeout error %v", err)
 	}
 	if shot, _ := ve.Context["shot"].(string); !fileNonEmpty(shot) {
-		t.Errorf("timeout screenshot %q missing", shot)
+		t.Errorf("timeout screenshot %q missing (%v)", shot, ve.Context["shot_error"])
 	}
 
 	// The command line: what is typed is read back.

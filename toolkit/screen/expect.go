@@ -16,7 +16,9 @@ import (
 // ExpectOptions tune one wait on the screen.
 type ExpectOptions struct {
 	// Timeout bounds the wait (wall clock); 0 means Options.DefaultTimeout.
-	// The context bounds it too.
+	// It is checked between readings, so the wait can overrun it by the
+	// reading in progress (~50 ms in a text mode, one OCR in a graphics
+	// mode). The context bounds it too, and cuts a reading.
 	Timeout time.Duration
 	// Poll is how often the screen is read; 0 means Options.Poll. A poll
 	// that finds the text buffer (or, in a graphics mode, the pixels)
@@ -199,8 +201,12 @@ func (s *Screen) Expect(ctx context.Context, pats []console.Pattern, opt ExpectO
 			s.event("wait-end", f)
 		}()
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// The wait's deadline is checked between readings: a reading in
+	// progress is finished (bounded by ctx), since a QMP command cut by a
+	// deadline half-written would garble the commands after it. A wait
+	// overruns its timeout by at most one reading.
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	var last *Snapshot
 	for {
 		t0 := time.Now()
@@ -208,9 +214,9 @@ func (s *Screen) Expect(ctx context.Context, pats []console.Pattern, opt ExpectO
 			return nil, s.waitErr(vmerr.New(vmerr.Watch, "screen %s: watcher %s matched while waiting for %s: %s",
 				s.name, f.w.desc, desc, f.line).With("line", f.line).With("watch", f.w.desc).With("shot", f.shot), pats, start, last)
 		}
-		snap, err := s.current(wctx)
+		snap, err := s.current(ctx)
 		if err != nil {
-			if wctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil, s.ended(ctx, pats, start, last)
 			}
 			return nil, s.waitErr(asVMErr(err), pats, start, last)
@@ -222,7 +228,7 @@ func (s *Screen) Expect(ctx context.Context, pats []console.Pattern, opt ExpectO
 		}
 		if mt, ok := m.find(snap.Lines); ok {
 			mt.Screen, mt.Waited = snap, time.Since(start)
-			mt.Shot, _ = s.shot(wctx, "match")
+			mt.Shot, _ = s.shot(ctx, "match")
 			s.event("match", map[string]any{
 				"pattern": pats[mt.Index].String(), "index": mt.Index, "text": mt.Text,
 				"line": mt.Line, "mode": string(snap.Mode), "shot": mt.Shot,
@@ -230,8 +236,13 @@ func (s *Screen) Expect(ctx context.Context, pats []console.Pattern, opt ExpectO
 			})
 			return mt, nil
 		}
+		if time.Since(start) >= timeout {
+			return nil, s.ended(ctx, pats, start, last)
+		}
 		select {
-		case <-wctx.Done():
+		case <-ctx.Done():
+			return nil, s.ended(ctx, pats, start, last)
+		case <-deadline.C:
 			return nil, s.ended(ctx, pats, start, last)
 		case <-time.After(poll - time.Since(t0)):
 		}
@@ -254,7 +265,9 @@ func (s *Screen) ended(ctx context.Context, pats []console.Pattern, start time.T
 	// The wait's context is done: the screenshot gets its own bound.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if shot, err := s.shot(sctx, "timeout"); err == nil && shot != "" {
+	if shot, err := s.shot(sctx, "timeout"); err != nil {
+		e.With("shot_error", err.Error())
+	} else if shot != "" {
 		e.With("shot", shot)
 	}
 	return s.waitErr(e, pats, start, last)
