@@ -205,6 +205,39 @@ func TestExpectFake(t *testing.T) {
 	}
 }
 
+// TestWatchFake: a watcher with a function reads the screen by itself
+// while no wait polls, and calls the function once per line that appears.
+func TestWatchFake(t *testing.T) {
+	f := newFakeVGA(t)
+	s, err := New(f, Options{Dir: t.TempDir(), WatchPoll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make(chan string, 10)
+	cancel, err := s.Watch(console.Pattern{Text: "Kernel panic"}, false, func(l string) { got <- l })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	time.Sleep(100 * time.Millisecond)
+	s.readMu.Lock()
+	f.put(80*3, "Kernel panic - not syncing")
+	s.readMu.Unlock()
+	select {
+	case l := <-got:
+		if l != "Kernel panic - not syncing" {
+			t.Errorf("line %q", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher never fired")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if len(got) != 0 {
+		t.Errorf("fired again for the same line")
+	}
+}
+
 func vmerrAs(err error, e **vmerr.Error) bool {
 	v, ok := err.(*vmerr.Error)
 	*e = v

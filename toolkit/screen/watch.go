@@ -79,19 +79,28 @@ func (s *Screen) Watch(p console.Pattern, fail bool, fn func(line string)) (canc
 func (s *Screen) watchLoop() {
 	t := time.NewTicker(s.wpoll)
 	defer t.Stop()
+	// The loop ends when the screen closes, QEMU exits or the last watcher
+	// goes; watchOn is cleared under the same lock that saw why, so a Watch
+	// that comes meanwhile starts a new loop.
+	end := func(always bool) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if always || len(s.watchers) == 0 {
+			s.watchOn = false
+			return true
+		}
+		return false
+	}
 	for {
 		select {
 		case <-s.done:
+			end(true)
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		if len(s.watchers) == 0 {
-			s.watchOn = false
-			s.mu.Unlock()
+		if end(false) {
 			return
 		}
-		s.mu.Unlock()
 		s.readMu.Lock()
 		fresh := !s.cache.full.IsZero() && s.cache.snap != nil && time.Since(s.cache.snap.At) < s.wpoll
 		s.readMu.Unlock()
@@ -103,6 +112,7 @@ func (s *Screen) watchLoop() {
 		cancel()
 		if err != nil {
 			if vmerr.Is(err, vmerr.Exited) {
+				end(true)
 				return
 			}
 			continue
