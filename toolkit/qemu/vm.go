@@ -703,13 +703,24 @@ func (v *VM) client() *QMPClient {
 // On a QEMU that has exited it fails at once with kind "exited"; an error
 // reply of QEMU has kind "refused".
 func (v *VM) QMP(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return v.command(ctx, cmd, args, cmd != "query-status")
+}
+
+// QMPQuiet is QMP without the timeline record, for a caller that polls
+// (the screen reads the display with a few commands every poll) and records
+// what it found itself.
+func (v *VM) QMPQuiet(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return v.command(ctx, cmd, args, false)
+}
+
+func (v *VM) command(ctx context.Context, cmd string, args any, record bool) (json.RawMessage, error) {
 	c := v.client()
 	if c == nil {
 		return nil, vmerr.New(vmerr.Internal, "qemu: %s: QMP is not connected", v.name)
 	}
 	t0 := time.Now()
 	ret, err := c.Command(ctx, cmd, args)
-	if v.run != nil && cmd != "query-status" {
+	if v.run != nil && record {
 		fields := map[string]any{"command": cmd, "ms": time.Since(t0).Milliseconds()}
 		if args != nil {
 			fields["args"] = args

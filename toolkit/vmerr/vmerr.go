@@ -64,7 +64,8 @@ func (e *Error) With(key string, value any) *Error {
 	return e
 }
 
-// Error returns the message, then the context's "tail" (console lines) if any.
+// Error returns the message, then the context's "tail" (console lines) and
+// "screen" (what a VM's screen showed) if any.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Message)
@@ -82,6 +83,13 @@ func (e *Error) Error() string {
 				b.WriteString("\n  | ")
 				b.WriteString(l)
 			}
+		}
+	}
+	if scr, ok := e.Context["screen"].(string); ok && strings.TrimSpace(scr) != "" {
+		b.WriteString("\n--- screen ---")
+		for _, l := range strings.Split(strings.TrimRight(scr, "\n"), "\n") {
+			b.WriteString("\n  | ")
+			b.WriteString(l)
 		}
 	}
 	return b.String()

@@ -26,3 +26,11 @@ func TestDoneKind(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorShowsScreen(t *testing.T) {
+	e := New(Timeout, "waited").With("screen", "GNU GRUB\n  entry\n\n")
+	want := "waited\n--- screen ---\n  | GNU GRUB\n  |   entry"
+	if got := e.Error(); got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
