@@ -101,9 +101,7 @@ func vesamenu(ctx context.Context, dir string) (*capture, error) {
 	}
 	defer srv.Close()
 	cfg := qemu.Config{Name: "vesamenu"}
-	if err := srv.ConfigureNetboot(&cfg, "pxelinux.0"); err != nil {
-		return nil, err
-	}
+	cfg.Devices = append(cfg.Devices, srv.BootDevice("pxelinux.0"))
 	env, stop, err := boot(ctx, dir, cfg)
 	if err != nil {
 		return nil, err

@@ -253,9 +253,7 @@ func TestE2EDebianInstallerPXEMenu(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Close() })
 	cfg := qemu.Config{Name: "di-menu", Run: run}
-	if err := srv.ConfigureNetboot(&cfg, "pxelinux.0"); err != nil {
-		t.Fatal(err)
-	}
+	cfg.Devices = append(cfg.Devices, srv.BootDevice("pxelinux.0"))
 	t0 := time.Now()
 	_, s, _ := boot(t, ctx, cfg)
 	m, err := s.Expect(ctx, text("Advanced options"), screen.ExpectOptions{Timeout: 4 * time.Minute})
