@@ -61,6 +61,18 @@ arg = {}
 ---@field qemu_args? string[] Extra QEMU arguments, appended as given.
 ---@field binary? string QEMU binary (default qemu-system-x86_64).
 
+--- Where qemu.warm's guest came from: the warm cache (hit) or a cold boot that saved its state.
+---@class vmscript.WarmInfo
+---@field hit boolean The state was restored from the cache.
+---@field cold boolean cold=true was asked for: no cache at all.
+---@field key string The state's key (`vmscript warm ls` shows it).
+---@field created? string When the state was saved (RFC 3339).
+---@field made_by? string The run directory whose cold boot saved it.
+---@field boot_s? number How long that cold boot and ready took.
+---@field took_s number How long qemu.warm took in this run.
+---@field bytes? integer The cache entry's size.
+---@field why string[] On a miss: why no saved state was used.
+
 --- A saved VM state that forks start from; its files are removed at the end unless keep=true.
 ---@class vmscript.Checkpoint
 ---@field name string The checkpoint's name.
@@ -249,6 +261,31 @@ function __NetbootServer:wait_file(name, opts) end
 --- Stop serving: transfers in progress are aborted; returns when every server goroutine has ended. Safe to call twice.
 function __NetbootServer:close() end
 
+--- A VM's display as a console: VGA text modes read exactly, graphics modes (vesamenu, GRUB under UEFI) by OCR; waits with the console's patterns.
+---@class vmscript.Screen
+local __Screen = {}
+
+--- What the screen shows now: mode "text" (exact, with cursor and size in cells) or "graphics" (OCR), its text and lines.
+---@return {}
+function __Screen:text() end
+
+--- Wait until the screen shows a pattern (already showing counts; plain text reads runs of blanks as one space); default timeout 5 min; a timeout error carries the screen's text and a screenshot; index and line are 1-based.
+---@param pattern string|vmscript.Pattern|(string|vmscript.Pattern)[]
+---@param opts? {timeout?: duration, poll?: duration}
+---@return {}
+function __Screen:expect(pattern, opts) end
+
+--- Watch the screen in the background (e.g. "Kernel panic" on VGA): "fail" ends any wait on this screen at once (kind "watch"); a function is called with each new matching line. Returns a function that stops watching.
+---@param pattern string|vmscript.Pattern
+---@param action "fail"|fun(line: string)
+---@return fun()
+function __Screen:watch(pattern, action) end
+
+--- Save a screenshot (PNG) in the run directory and return its path.
+---@param name? string
+---@return string
+function __Screen:shot(name) end
+
 --- A command channel on a VM's serial console (marker protocol: exact output and exit code).
 ---@class vmscript.Shell
 ---@field user string The account the shell runs as ("" if unknown).
@@ -326,6 +363,7 @@ function __SSHClient:close() end
 ---@field mac string The NIC's MAC address.
 ---@field accel string "kvm" or "tcg".
 ---@field console vmscript.Console The serial console.
+---@field screen vmscript.Screen The display (VGA text read exactly, graphics by OCR).
 ---@field forwards {proto: string, host_addr: string, host: integer, guest: integer}[] Port forwards: host is the port on host_addr that reaches guest.
 local __VM = {}
 
@@ -338,7 +376,7 @@ function __VM:qmp(command, args) end
 --- Wait for a QMP event (e.g. "SHUTDOWN") whose data has the fields in match; returns {event=, data=, seq=, time=}.
 ---@param name string
 ---@param opts? {match?: table, timeout?: duration, after?: integer}
----@return {seq: integer, event: string, data: any, time: string}
+---@return {seq: integer, event: string, data: any, time: string, internal?: boolean}
 function __VM:wait_event(name, opts) end
 
 --- QEMU's run state: "running", "paused", "shutdown", …
@@ -367,6 +405,15 @@ function __VM:screendump(file) end
 --- Press a key combination on the VM's keyboard, e.g. "ctrl-alt-delete".
 ---@param combo string
 function __VM:send_keys(combo) end
+
+--- Type text on the VM's keyboard (US layout; "\n" is Enter, "\t" Tab) at a pace boot menus keep up with; secret keeps it out of the timeline.
+---@param text string
+---@param opts? {secret?: boolean}
+function __VM:type(text, opts) end
+
+--- Press keys one after another: names (tab, ret, esc, up, down, left, right, f1–f12, pgup, home, …) and combinations (ctrl-x, ctrl-alt-delete); "e" edits a GRUB entry.
+---@param ... string
+function __VM:key(...) end
 
 --- The host port (on 127.0.0.1) that forwards to guest_port.
 ---@param guest_port integer
@@ -520,6 +567,13 @@ qemu = {}
 ---@param opts vmscript.QemuStartOpts
 ---@return vmscript.VM
 function qemu.start(opts) end
+
+--- A VM brought to a state by ready (e.g. booted and logged in; return the shell to keep it at its prompt): restored from the warm cache (clock set, LAN leases renewed) when this state (the files, options, QEMU, ready's source, the values it closes over, the loaded modules) was saved before, else booted, readied and saved; cold=true boots without the cache.
+---@param opts {start: vmscript.QemuStartOpts, ready: fun(vm: vmscript.VM): vmscript.Shell?, cold?: boolean, timeout?: duration}
+---@return vmscript.VM
+---@return vmscript.Shell?
+---@return vmscript.WarmInfo
+function qemu.warm(opts) end
 
 --- SSH to guests: run commands with exit codes, copy files, interactive pty sessions.
 ---@class vmscript.module.ssh

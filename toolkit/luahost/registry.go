@@ -69,7 +69,7 @@ func builtinModules() []Module {
 // builtinClasses are the object types of the Lua API, one file each.
 func builtinClasses() []Class {
 	return []Class{checkpointClass(), consoleClass(), isoImageClass(), lanClass(), lanDHCPClass(),
-		netbootServerClass(), shellClass(), sshClientClass(), vmClass()}
+		netbootServerClass(), screenClass(), shellClass(), sshClientClass(), vmClass()}
 }
 
 // Modules returns the modules of the Lua API sorted by name.

@@ -37,6 +37,7 @@ func vmClass() Class {
 			{Name: "mac", Type: "string", Doc: "The NIC's MAC address."},
 			{Name: "accel", Type: "string", Doc: "\"kvm\" or \"tcg\"."},
 			{Name: "console", Type: "vmscript.Console", Doc: "The serial console."},
+			{Name: "screen", Type: "vmscript.Screen", Doc: "The display (VGA text read exactly, graphics by OCR)."},
 			{Name: "forwards", Type: record.LuaType(qemu.Forward{}) + "[]", Doc: "Port forwards: host is the port on host_addr that reaches guest."},
 		},
 		Get: (*Host).vmField,
@@ -56,6 +57,10 @@ func vmClass() Class {
 				Doc: "Save the screen as PNG (relative names go to the run directory); returns the path."},
 			{Name: "send_keys", Params: "combo: string", Fn: (*Host).vmSendKeys,
 				Doc: "Press a key combination on the VM's keyboard, e.g. \"ctrl-alt-delete\"."},
+			{Name: "type", Params: "text: string, opts?: {secret?: boolean}", Fn: (*Host).vmType,
+				Doc: "Type text on the VM's keyboard (US layout; \"\\n\" is Enter, \"\\t\" Tab) at a pace boot menus keep up with; secret keeps it out of the timeline."},
+			{Name: "key", Params: "...: string", Fn: (*Host).vmKey,
+				Doc: "Press keys one after another: names (tab, ret, esc, up, down, left, right, f1–f12, pgup, home, …) and combinations (ctrl-x, ctrl-alt-delete); \"e\" edits a GRUB entry."},
 			{Name: "forward", Params: "guest_port: integer, proto?: \"tcp\"|\"udp\"", Returns: "integer", Fn: (*Host).vmForward,
 				Doc: "The host port (on 127.0.0.1) that forwards to guest_port."},
 			{Name: "link", Params: "up: boolean, nic?: string|integer", Fn: (*Host).vmLink,
@@ -98,6 +103,12 @@ func (h *Host) vmField(L *lua.LState, self any, name string) lua.LValue {
 		return lua.LString(m.VM.Accel())
 	case "console":
 		return h.NewObject(L, "console", m.Console)
+	case "screen":
+		scr, err := m.Screen()
+		if err != nil {
+			h.Raise(L, err)
+		}
+		return h.NewObject(L, "screen", scr)
 	case "forwards":
 		return ToLua(L, m.VM.Forwards())
 	}
@@ -220,6 +231,45 @@ func (h *Host) vmScreendump(L *lua.LState) int {
 func (h *Host) vmSendKeys(L *lua.LState) int {
 	combo := L.CheckString(2)
 	h.qmpCall(L, func(ctx context.Context, vm *qemu.VM) error { return vm.SendKeys(ctx, combo) })
+	return 0
+}
+
+func (h *Host) vmType(L *lua.LState) int {
+	m := h.checkVM(L)
+	text := L.CheckString(2)
+	o := h.Opts(L, 3, "vm:type")
+	secret := o.Bool("secret", false)
+	o.Done()
+	scr, err := m.Screen()
+	if err == nil {
+		if secret {
+			err = scr.TypeSecret(h.ctx, text)
+		} else {
+			err = scr.Type(h.ctx, text)
+		}
+	}
+	if err != nil {
+		h.Raise(L, err)
+	}
+	return 0
+}
+
+func (h *Host) vmKey(L *lua.LState) int {
+	m := h.checkVM(L)
+	var combos []string
+	for i := 2; i <= L.GetTop(); i++ {
+		combos = append(combos, L.CheckString(i))
+	}
+	if len(combos) == 0 {
+		h.ArgError(L, 2, "name at least one key")
+	}
+	scr, err := m.Screen()
+	if err == nil {
+		err = scr.Key(h.ctx, combos...)
+	}
+	if err != nil {
+		h.Raise(L, err)
+	}
 	return 0
 }
 

@@ -23,11 +23,13 @@ package machine
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/qemu"
+	"github.com/vmscript/vmscript/toolkit/screen"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
 
@@ -51,6 +53,10 @@ type Machine struct {
 	run    *journal.Run
 	ports  []Port
 	pool   *Pool
+
+	screenOnce sync.Once
+	screen     *screen.Screen
+	screenErr  error
 }
 
 // Name returns the VM's name.
@@ -135,6 +141,7 @@ func (m *Machine) closeConsoleOnExit() {
 func (m *Machine) Stop(grace time.Duration) {
 	m.VM.Stop(grace)
 	<-m.Console.Done()
+	m.closeScreen()
 }
 
 // Wait waits for QEMU to exit (bounded by ctx) and for the console's last

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/eventlog"
@@ -33,6 +34,10 @@ type Event struct {
 	Time time.Time `json:"time"`
 	// Received is when the client read it.
 	Received time.Time `json:"-"`
+	// Internal marks a STOP or RESUME of vmscript's own brief pauses (a
+	// screen reading the VGA registers), not the guest's or the script's:
+	// VM.WaitEvent passes over them.
+	Internal bool `json:"internal,omitempty"`
 }
 
 // Greeting is QMP's greeting.
@@ -72,6 +77,9 @@ type QMPClient struct {
 	// events holds every event of the connection; it is closed with the
 	// connection's end.
 	events *eventlog.Log[Event]
+	// internal, when set, says whether an event is one of vmscript's own
+	// (see Event.Internal); it is asked as the event is read.
+	internal atomic.Pointer[func(name string) bool]
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -220,6 +228,9 @@ func (c *QMPClient) read(dec *json.Decoder) {
 				Received: time.Now(),
 			}
 			ev.Seq = c.events.Len() // only this goroutine appends
+			if f := c.internal.Load(); f != nil {
+				ev.Internal = (*f)(ev.Name)
+			}
 			c.events.Append(ev)
 		case m.ID != nil:
 			id := string(bytes.TrimSpace(m.ID))
@@ -338,6 +349,10 @@ func (c *QMPClient) write(ctx context.Context, data []byte) error {
 	return err
 }
 
+// SetInternal installs the function that marks events as vmscript's own as
+// they are read (Event.Internal).
+func (c *QMPClient) SetInternal(f func(name string) bool) { c.internal.Store(&f) }
+
 // Events returns a copy of the events received so far.
 func (c *QMPClient) Events() []Event { return c.events.All() }
 
@@ -352,8 +367,14 @@ func (c *QMPClient) Mark() int { return c.events.Len() }
 // such an event arrives, and kind "timeout" when ctx expires (there is no
 // default deadline: pass one).
 func (c *QMPClient) WaitEvent(ctx context.Context, name string, match func(json.RawMessage) bool, from int) (Event, error) {
+	return c.WaitFor(ctx, name, from, func(ev Event) bool { return match == nil || match(ev.Data) })
+}
+
+// WaitFor is WaitEvent with a predicate on the whole event (its Internal
+// mark, say); name is only for the error messages and also selects ("" any).
+func (c *QMPClient) WaitFor(ctx context.Context, name string, from int, pred func(Event) bool) (Event, error) {
 	ev, _, err := c.events.Wait(ctx, from, func(_ int, ev Event) bool {
-		return (name == "" || ev.Name == name) && (match == nil || match(ev.Data))
+		return (name == "" || ev.Name == name) && pred(ev)
 	})
 	if err == nil {
 		return ev, nil

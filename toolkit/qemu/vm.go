@@ -81,6 +81,8 @@ type VM struct {
 	qmp        *QMPClient
 	killedByUs bool
 	killWhy    string
+	// quietPause is set from a quiet "stop" to the RESUME after it.
+	quietPause atomic.Bool
 
 	exited     chan struct{}
 	status     ExitStatus // set before exited is closed
@@ -309,6 +311,7 @@ func (v *VM) connect(ctx context.Context, forwards []Forward) error {
 		return err
 	}
 	v.mu.Lock()
+	client.SetInternal(v.internalEvent)
 	v.qmp = client
 	v.mu.Unlock()
 	select {
@@ -404,6 +407,9 @@ func (v *VM) onEvent(ev Event) {
 		return
 	}
 	fields := map[string]any{"event": ev.Name, "seq": ev.Seq, "qemu_time": ev.Time.Format(journal.WallFormat)}
+	if ev.Internal {
+		fields["internal"] = true // a pause of vmscript's own (a screen reading)
+	}
 	if len(ev.Data) > 0 {
 		var data any
 		if json.Unmarshal(ev.Data, &data) == nil {
@@ -708,9 +714,30 @@ func (v *VM) QMP(ctx context.Context, cmd string, args any) (json.RawMessage, er
 
 // QMPQuiet is QMP without the timeline record, for a caller that polls
 // (the screen reads the display with a few commands every poll) and records
-// what it found itself.
+// what it found itself. A quiet "stop" is one of vmscript's own brief
+// pauses: its STOP and the RESUME of the quiet "cont" after it are marked
+// Internal, and WaitEvent passes over them.
 func (v *VM) QMPQuiet(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
-	return v.command(ctx, cmd, args, false)
+	if cmd == "stop" {
+		v.quietPause.Store(true)
+	}
+	ret, err := v.command(ctx, cmd, args, false)
+	if err != nil && (cmd == "stop" || cmd == "cont") {
+		v.quietPause.Store(false) // no RESUME will come to end it
+	}
+	return ret, err
+}
+
+// internalEvent says whether an event being read is one of a quiet pause's:
+// its STOP, and the RESUME that ends it.
+func (v *VM) internalEvent(name string) bool {
+	switch name {
+	case "STOP":
+		return v.quietPause.Load()
+	case "RESUME":
+		return v.quietPause.Swap(false)
+	}
+	return false
 }
 
 func (v *VM) command(ctx context.Context, cmd string, args any, record bool) (json.RawMessage, error) {
@@ -757,7 +784,7 @@ func (v *VM) WaitEvent(ctx context.Context, name string, match func(data json.Ra
 	if len(from) > 0 {
 		f = from[0]
 	}
-	ev, err := v.client().WaitEvent(ctx, name, match, f)
+	ev, err := v.client().WaitFor(ctx, name, f, func(ev Event) bool { return !ev.Internal && (match == nil || match(ev.Data)) })
 	if err != nil {
 		var e *vmerr.Error
 		if errors.As(err, &e) {
