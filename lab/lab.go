@@ -450,58 +450,70 @@ func Build(ctx context.Context, name string, opt Options) (*Image, error) {
 			os.RemoveAll(tmp)
 		}
 	}()
+	if err := b.run(ctx, bl, tmp, key); err != nil {
+		return nil, b.fail(err)
+	}
+	if err := replaceDir(cache, name, key, tmp, final); err != nil {
+		return nil, b.fail(err)
+	}
+	ok = true
+	return loadImage(final, name, bl, false)
+}
+
+// run builds the image into tmp with bl and writes its manifest.
+func (b *build) run(ctx context.Context, bl builder, tmp, key string) error {
 	b.dir = tmp
 	b.work = filepath.Join(tmp, ".work")
 	if err := os.Mkdir(b.work, 0o755); err != nil {
-		return nil, b.fail(err)
+		return err
 	}
-	b.man = Manifest{Name: name, Key: key, Packages: map[string]string{}}
+	b.man = Manifest{Name: b.name, Key: key, Packages: map[string]string{}}
 	for p, v := range b.packages {
 		b.man.Packages[p] = v
 	}
 	if err := bl.build(ctx, b); err != nil {
-		return nil, b.fail(err)
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, b.fail(err)
+		return err
 	}
 	if err := os.RemoveAll(b.work); err != nil {
-		return nil, b.fail(err)
+		return err
 	}
+	return b.writeManifest()
+}
 
+// writeManifest hashes the built tree and writes manifest.json into it.
+func (b *build) writeManifest() error {
 	b.progress("manifest", "manifest.json")
-	files, err := hashTree(tmp)
+	files, err := hashTree(b.dir)
 	if err != nil {
-		return nil, b.fail(err)
+		return err
 	}
 	b.man.Files = files
 	b.man.Built = time.Now().UTC()
 	data, err := json.MarshalIndent(&b.man, "", "  ")
 	if err != nil {
-		return nil, b.fail(err)
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), append(data, '\n'), 0o644); err != nil {
-		return nil, b.fail(err)
+	if err := os.WriteFile(filepath.Join(b.dir, "manifest.json"), append(data, '\n'), 0o644); err != nil {
+		return err
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return nil, b.fail(err)
-	}
+	return os.Chmod(b.dir, 0o755)
+}
 
-	// Move an existing image (Force, or a broken one) out of the way, then
-	// rename the new one into place.
+// replaceDir moves an existing image at final (Force, or a broken one) out
+// of the way, then renames the new one, tmp, into place.
+func replaceDir(cache, name, key, tmp, final string) error {
 	if _, err := os.Lstat(final); err == nil {
 		trash := filepath.Join(cache, ".tmp-"+name+"-old-"+key[:8])
 		os.RemoveAll(trash)
 		if err := os.Rename(final, trash); err != nil {
-			return nil, b.fail(err)
+			return err
 		}
 		defer os.RemoveAll(trash)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return nil, b.fail(err)
-	}
-	ok = true
-	return loadImage(final, name, bl, false)
+	return os.Rename(tmp, final)
 }
 
 // lockImage takes an exclusive flock on cache/.lock-name, polling so that

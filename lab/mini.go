@@ -136,7 +136,41 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 		return err
 	}
 	b.man.Append = MiniAppend
+	root, err := extractUserPackages(ctx, b)
+	if err != nil {
+		return err
+	}
+	pub, err := genClientKey(ctx, b)
+	if err != nil {
+		return err
+	}
+	hostKey := filepath.Join(b.work, "dropbear_ed25519_host_key")
+	if _, err := (tool{ctx: ctx, log: b.log()}).run("dropbearkey", "-t", "ed25519", "-f", hostKey); err != nil {
+		return err
+	}
+	b.progress("initramfs", "modules, busybox, dropbear")
+	t := baseTree()
+	if err := addModules(ctx, b, t, k, miniModules); err != nil {
+		return err
+	}
+	if err := addBusybox(ctx, b, t, root); err != nil {
+		return err
+	}
+	if err := addMiniFiles(t); err != nil {
+		return err
+	}
+	if err := addDropbear(t, root, hostKey, pub); err != nil {
+		return err
+	}
+	if err := writeTreeCpioGz(t, filepath.Join(b.dir, "initramfs")); err != nil {
+		return err
+	}
+	return copyFile(k.vmlinuz, filepath.Join(b.dir, "vmlinuz"), 0o644)
+}
 
+// extractUserPackages downloads the image's packages other than the kernel
+// and extracts them into work/root, which it returns.
+func extractUserPackages(ctx context.Context, b *build) (string, error) {
 	user := map[string]string{}
 	for p, v := range b.packages {
 		if !strings.HasPrefix(p, "linux-image-") {
@@ -145,7 +179,7 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 	}
 	debs, err := aptDownload(ctx, b, user)
 	if err != nil {
-		return err
+		return "", err
 	}
 	b.progress("extract", "busybox-static, dropbear-bin and libraries")
 	root := filepath.Join(b.work, "root")
@@ -156,20 +190,14 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 	sort.Strings(names)
 	for _, p := range names {
 		if err := debExtract(ctx, b, debs[p], root); err != nil {
-			return fmt.Errorf("package %s: %w", p, err)
+			return "", fmt.Errorf("package %s: %w", p, err)
 		}
 	}
+	return root, nil
+}
 
-	pub, err := genClientKey(ctx, b)
-	if err != nil {
-		return err
-	}
-	hostKey := filepath.Join(b.work, "dropbear_ed25519_host_key")
-	if _, err := (tool{ctx: ctx, log: b.log()}).run("dropbearkey", "-t", "ed25519", "-f", hostKey); err != nil {
-		return err
-	}
-
-	b.progress("initramfs", "modules, busybox, dropbear")
+// baseTree is an initramfs's directories.
+func baseTree() *tree {
 	t := newTree()
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "root", "etc/dropbear", "etc/vmscript",
 		"usr/sbin", "usr/bin", "sbin", "bin", "mnt", "var"} {
@@ -179,9 +207,13 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 	t.dir("root", 0o700)
 	t.symlink("var/run", "/run")
 	t.symlink("var/log", "/run")
+	return t
+}
 
-	// Modules.
-	order, err := moduleClosure(ctx, b, k.modDir, k.mods, miniModules)
+// addModules adds the modules want and what they depend on, uncompressed,
+// and their load order as etc/vmscript/modules.
+func addModules(ctx context.Context, b *build, t *tree, k *kernelInfo, want []string) error {
+	order, err := moduleClosure(ctx, b, k.modDir, k.mods, want)
 	if err != nil {
 		return err
 	}
@@ -199,8 +231,12 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 		fmt.Fprintln(&list, rel)
 	}
 	t.file("etc/vmscript/modules", 0o644, list.Bytes())
+	return nil
+}
 
-	// busybox and its applets.
+// addBusybox adds busybox and a link for each of its applets (but
+// poweroff, reboot and halt, which the lab's own script replaces).
+func addBusybox(ctx context.Context, b *build, t *tree, root string) error {
 	bb := filepath.Join(root, "bin", "busybox")
 	t.hostFile("bin/busybox", 0o755, bb)
 	out, err := tool{ctx: ctx, log: b.log()}.run(bb, "--list-full")
@@ -222,8 +258,11 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 	if !t.has("bin/sh") {
 		t.symlink("bin/sh", "/bin/busybox")
 	}
+	return nil
+}
 
-	// Guest-side files.
+// addMiniFiles adds the mini lab's guest-side files (files/mini/).
+func addMiniFiles(t *tree) error {
 	files := map[string]struct {
 		dst  string
 		perm uint32
@@ -247,8 +286,12 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 	t.symlink("sbin/reboot", "poweroff")
 	t.symlink("sbin/halt", "poweroff")
 	t.file("etc/hostname", 0o644, []byte("mini\n"))
+	return nil
+}
 
-	// dropbear, its libraries and keys.
+// addDropbear adds dropbear, its libraries, its host key and root's
+// authorized key.
+func addDropbear(t *tree, root, hostKey string, pub []byte) error {
 	bins := []string{"usr/sbin/dropbear", "usr/bin/dropbearkey", "usr/bin/dbclient"}
 	for _, bin := range bins {
 		h, err := resolveIn(root, bin)
@@ -267,8 +310,12 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 	t.hostFile("etc/dropbear/dropbear_ed25519_host_key", 0o600, hostKey)
 	t.dir("root/.ssh", 0o700)
 	t.file("root/.ssh/authorized_keys", 0o600, pub)
+	return nil
+}
 
-	f, err := os.Create(filepath.Join(b.dir, "initramfs"))
+// writeTreeCpioGz writes t as a gzip'ed newc cpio at path.
+func writeTreeCpioGz(t *tree, path string) error {
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
@@ -281,8 +328,5 @@ func (miniBuilder) build(ctx context.Context, b *build) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return copyFile(k.vmlinuz, filepath.Join(b.dir, "vmlinuz"), 0o644)
+	return f.Close()
 }

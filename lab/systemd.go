@@ -160,70 +160,18 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 		return err
 	}
 	b.man.Append = SystemdAppend
-
-	// Kernel modules: a depmod'ed subset of the kernel's tree.
 	b.progress("modules", "virtio, button, evdev, ... + depmod")
-	want := append(modulesMatching(k.mods, "virtio"), systemdModules...)
-	order, err := moduleClosure(ctx, b, k.modDir, k.mods, want)
+	if _, err := installModules(ctx, b, k, append(modulesMatching(k.mods, "virtio"), systemdModules...), "modroot"); err != nil {
+		return err
+	}
+	pub, err := prepareSystemdRootfs(ctx, b)
 	if err != nil {
 		return err
 	}
-	modroot := filepath.Join(b.work, "modroot")
-	mdst := filepath.Join(modroot, "lib", "modules", k.kver)
-	for _, m := range order {
-		if err := linkOrCopy(filepath.Join(k.modDir, m.rel), filepath.Join(mdst, m.rel)); err != nil {
-			return err
-		}
-	}
-	for _, f := range []string{"modules.order", "modules.builtin", "modules.builtin.modinfo"} {
-		if _, err := os.Stat(filepath.Join(k.modDir, f)); err == nil {
-			if err := copyFile(filepath.Join(k.modDir, f), filepath.Join(mdst, f), 0o644); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := (tool{ctx: ctx, log: b.log()}).run("depmod", "-b", modroot, k.kver); err != nil {
-		return err
-	}
-
-	pub, err := genClientKey(ctx, b)
+	tarPath, err := mmdebstrapSystemd(ctx, b)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(b.work, "ssh-key.pub"), pub, 0o644); err != nil {
-		return err
-	}
-	if err := writeEmbeddedTree("files/systemd/rootfs", filepath.Join(b.work, "overlay")); err != nil {
-		return err
-	}
-	script := filepath.Join(b.work, "customize.sh")
-	if err := writeEmbeddedTree("files/systemd/customize.sh", script); err != nil {
-		return err
-	}
-
-	// The root filesystem.
-	codename, err := debianCodename()
-	if err != nil {
-		return err
-	}
-	b.progress("rootfs", "mmdebstrap --variant=minbase "+codename)
-	tarPath := filepath.Join(b.work, "rootfs.tar")
-	args := []string{
-		"--variant=minbase",
-		"--include=" + strings.Join(systemdInclude, ","),
-		"--dpkgopt=path-exclude=/usr/share/man/*",
-		"--dpkgopt=path-exclude=/usr/share/info/*",
-		"--dpkgopt=path-exclude=/usr/share/doc/*",
-		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
-		"--dpkgopt=path-exclude=/usr/share/locale/*",
-		"--dpkgopt=path-include=/usr/share/locale/locale.alias",
-		"--customize-hook=sh " + shellquote.Quote(script) + ` "$1" ` + shellquote.Quote(b.work),
-		codename, tarPath,
-	}
-	if _, err := (tool{ctx: ctx, log: b.log(), dir: b.work, logOut: true}).run("mmdebstrap", args...); err != nil {
-		return err
-	}
-
 	b.progress("initramfs", "rootfs.tar -> newc cpio + gzip")
 	installed, err := tarToCpioGz(tarPath, filepath.Join(b.dir, "initramfs"))
 	if err != nil {
@@ -237,8 +185,93 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 	if err := copyFile(k.vmlinuz, filepath.Join(b.dir, "vmlinuz"), 0o644); err != nil {
 		return err
 	}
+	if err := writeSystemdISOs(ctx, b, pub); err != nil {
+		return err
+	}
+	return writeSystemdNetboot(b)
+}
 
-	// ISOs.
+// installModules copies the modules want (with what they depend on) of
+// kernel k into work/dir/lib/modules/VERSION, runs depmod there, and
+// returns that root.
+func installModules(ctx context.Context, b *build, k *kernelInfo, want []string, dir string) (string, error) {
+	order, err := moduleClosure(ctx, b, k.modDir, k.mods, want)
+	if err != nil {
+		return "", err
+	}
+	modroot := filepath.Join(b.work, dir)
+	mdst := filepath.Join(modroot, "lib", "modules", k.kver)
+	for _, m := range order {
+		if err := linkOrCopy(filepath.Join(k.modDir, m.rel), filepath.Join(mdst, m.rel)); err != nil {
+			return "", err
+		}
+	}
+	for _, f := range []string{"modules.order", "modules.builtin", "modules.builtin.modinfo"} {
+		if _, err := os.Stat(filepath.Join(k.modDir, f)); err == nil {
+			if err := copyFile(filepath.Join(k.modDir, f), filepath.Join(mdst, f), 0o644); err != nil {
+				return "", err
+			}
+		}
+	}
+	if _, err := (tool{ctx: ctx, log: b.log()}).run("depmod", "-b", modroot, k.kver); err != nil {
+		return "", err
+	}
+	return modroot, nil
+}
+
+// prepareSystemdRootfs makes the root's SSH key and writes the overlay
+// tree and the customize script the root filesystem is finished with; it
+// returns the public key.
+func prepareSystemdRootfs(ctx context.Context, b *build) ([]byte, error) {
+	pub, err := genClientKey(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(b.work, "ssh-key.pub"), pub, 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeEmbeddedTree("files/systemd/rootfs", filepath.Join(b.work, "overlay")); err != nil {
+		return nil, err
+	}
+	if err := writeEmbeddedTree("files/systemd/customize.sh", filepath.Join(b.work, "customize.sh")); err != nil {
+		return nil, err
+	}
+	return pub, nil
+}
+
+// mmdebstrapSystemd builds the root filesystem as work/rootfs.tar: a
+// minbase Debian with systemd and the lab's packages, customized by the
+// overlay and script of prepareSystemdRootfs (which reads the modules from
+// work/modroot).
+func mmdebstrapSystemd(ctx context.Context, b *build) (string, error) {
+	codename, err := debianCodename()
+	if err != nil {
+		return "", err
+	}
+	b.progress("rootfs", "mmdebstrap --variant=minbase "+codename)
+	tarPath := filepath.Join(b.work, "rootfs.tar")
+	args := []string{
+		"--variant=minbase",
+		"--include=" + strings.Join(systemdInclude, ","),
+		"--dpkgopt=path-exclude=/usr/share/man/*",
+		"--dpkgopt=path-exclude=/usr/share/info/*",
+		"--dpkgopt=path-exclude=/usr/share/doc/*",
+		"--dpkgopt=path-include=/usr/share/doc/*/copyright",
+		"--dpkgopt=path-exclude=/usr/share/locale/*",
+		"--dpkgopt=path-include=/usr/share/locale/locale.alias",
+		"--customize-hook=sh " + shellquote.Quote(filepath.Join(b.work, "customize.sh")) + ` "$1" ` + shellquote.Quote(b.work),
+		codename, tarPath,
+	}
+	if _, err := (tool{ctx: ctx, log: b.log(), dir: b.work, logOut: true}).run("mmdebstrap", args...); err != nil {
+		return "", err
+	}
+	return tarPath, nil
+}
+
+// writeSystemdISOs makes lab.iso (the regression's knobs on) and
+// lab-good.iso: GRUB with a serial console, the kernel and initramfs, and
+// pre_nixos/root_key.pub at the top.
+func writeSystemdISOs(ctx context.Context, b *build, pub []byte) error {
 	for _, iso := range []struct{ file, title, knobs string }{
 		{"lab.iso", "(regression knobs on)", RegressionKnobs},
 		{"lab-good.iso", "(good)", GoodKnobs},
@@ -251,10 +284,7 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 		if err := linkOrCopy(filepath.Join(b.dir, "initramfs"), filepath.Join(d, "boot", "initramfs")); err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Join(d, "pre_nixos"), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(d, "pre_nixos", "root_key.pub"), pub, 0o644); err != nil {
+		if err := writeFileAll(filepath.Join(d, "pre_nixos", "root_key.pub"), pub); err != nil {
 			return err
 		}
 		cfg, err := renderTemplate("grub.cfg", map[string]string{
@@ -262,10 +292,7 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Join(d, "boot", "grub"), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(d, "boot", "grub", "grub.cfg"), cfg, 0o644); err != nil {
+		if err := writeFileAll(filepath.Join(d, "boot", "grub", "grub.cfg"), cfg); err != nil {
 			return err
 		}
 		if _, err := (tool{ctx: ctx, log: b.log(), logOut: true}).run("grub-mkrescue", "-o", filepath.Join(b.dir, iso.file), d,
@@ -273,8 +300,21 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 			return err
 		}
 	}
+	return nil
+}
 
-	// Netboot tree.
+// writeFileAll writes a file, making its directory first.
+func writeFileAll(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+// writeSystemdNetboot makes the netboot tree: pxelinux (copied from the
+// host's packages, never hard-linked), an iPXE script, the kernel and the
+// initramfs.
+func writeSystemdNetboot(b *build) error {
 	b.progress("netboot", "pxelinux, iPXE script, kernel, initramfs")
 	nb := filepath.Join(b.dir, "netboot")
 	for src, dst := range map[string]string{
@@ -285,7 +325,7 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 	} {
 		link := linkOrCopy
 		if !strings.HasPrefix(src, b.dir) {
-			link = func(src, dst string) error { // never hard-link system files
+			link = func(src, dst string) error {
 				if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 					return err
 				}
@@ -302,10 +342,7 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(nb, dst)), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(nb, dst), data, 0o644); err != nil {
+		if err := writeFileAll(filepath.Join(nb, dst), data); err != nil {
 			return err
 		}
 	}
@@ -316,29 +353,10 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 // modes, owners, mtimes, symlinks, device nodes and hard links. It returns
 // the packages listed as installed in var/lib/dpkg/status.
 func tarToCpioGz(tarPath, out string) (map[string]string, error) {
-	// Pass 1: which files are hard-link targets, and how many names each has.
-	links := map[string]uint32{}
-	var status []byte
-	err := readTar(tarPath, func(h *tar.Header, r io.Reader) error {
-		name := tarName(h.Name)
-		if h.Typeflag == tar.TypeLink {
-			t := tarName(h.Linkname)
-			if links[t] == 0 {
-				links[t] = 1
-			}
-			links[t]++
-		}
-		if name == "var/lib/dpkg/status" && h.Typeflag == tar.TypeReg {
-			var err error
-			status, err = io.ReadAll(r)
-			return err
-		}
-		return nil
-	})
+	links, status, err := scanTar(tarPath)
 	if err != nil {
 		return nil, err
 	}
-
 	f, err := os.Create(out)
 	if err != nil {
 		return nil, err
@@ -349,64 +367,11 @@ func tarToCpioGz(tarPath, out string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cw := newCpioWriter(zw)
-	inodes := map[string]*cpioEntry{}
-	err = readTar(tarPath, func(h *tar.Header, r io.Reader) error {
-		name := tarName(h.Name)
-		if name == "" {
-			return nil
-		}
-		e := &cpioEntry{Name: name, UID: uint32(h.Uid), GID: uint32(h.Gid), Mtime: uint32(h.ModTime.Unix())}
-		perm := uint32(h.Mode) & 0o7777
-		switch h.Typeflag {
-		case tar.TypeReg, 0: // 0 is the pre-POSIX regular file (TypeRegA)
-			e.Mode = modeRegular | perm
-			if h.Size > 1<<32-1 {
-				return fmt.Errorf("%s: too big for newc", name)
-			}
-			e.Size = uint32(h.Size)
-			if n := links[name]; n > 1 {
-				e.Nlink = n
-				e.Ino = cw.nextIno()
-				inodes[name] = e
-			}
-			if err := cw.writeHeader(e); err != nil {
-				return err
-			}
-			return cw.writeData(r, e.Size)
-		case tar.TypeLink:
-			t := inodes[tarName(h.Linkname)]
-			if t == nil {
-				return fmt.Errorf("%s: hard link to unknown %s", name, h.Linkname)
-			}
-			e.Mode, e.Ino, e.Nlink, e.UID, e.GID, e.Mtime = t.Mode, t.Ino, t.Nlink, t.UID, t.GID, t.Mtime
-			return cw.writeHeader(e)
-		case tar.TypeSymlink:
-			e.Mode = modeSymlink | 0o777
-			e.Size = uint32(len(h.Linkname))
-			if err := cw.writeHeader(e); err != nil {
-				return err
-			}
-			return cw.writeData(strings.NewReader(h.Linkname), e.Size)
-		case tar.TypeDir:
-			e.Mode = modeDir | perm
-		case tar.TypeChar:
-			e.Mode = modeChar | perm
-			e.RdevMaj, e.RdevMin = uint32(h.Devmajor), uint32(h.Devminor)
-		case tar.TypeBlock:
-			e.Mode = modeBlock | perm
-			e.RdevMaj, e.RdevMin = uint32(h.Devmajor), uint32(h.Devminor)
-		case tar.TypeFifo:
-			e.Mode = modeFIFO | perm
-		default:
-			return nil // extended headers are handled by archive/tar
-		}
-		return cw.writeHeader(e)
-	})
-	if err != nil {
+	c := &tarCpio{cw: newCpioWriter(zw), links: links, inodes: map[string]*cpioEntry{}}
+	if err := readTar(tarPath, c.entry); err != nil {
 		return nil, err
 	}
-	if err := cw.Close(); err != nil {
+	if err := c.cw.Close(); err != nil {
 		return nil, err
 	}
 	if err := zw.Close(); err != nil {
@@ -416,6 +381,93 @@ func tarToCpioGz(tarPath, out string) (map[string]string, error) {
 		return nil, err
 	}
 	return dpkgInstalled(status), f.Close()
+}
+
+// scanTar is tarToCpioGz's first pass: which files are hard-link targets and
+// how many names each has, and the dpkg status file.
+func scanTar(tarPath string) (links map[string]uint32, status []byte, err error) {
+	links = map[string]uint32{}
+	err = readTar(tarPath, func(h *tar.Header, r io.Reader) error {
+		if h.Typeflag == tar.TypeLink {
+			t := tarName(h.Linkname)
+			if links[t] == 0 {
+				links[t] = 1
+			}
+			links[t]++
+		}
+		if tarName(h.Name) == "var/lib/dpkg/status" && h.Typeflag == tar.TypeReg {
+			var err error
+			status, err = io.ReadAll(r)
+			return err
+		}
+		return nil
+	})
+	return links, status, err
+}
+
+// tarCpio writes tar entries as cpio entries (tarToCpioGz's second pass).
+type tarCpio struct {
+	cw     *cpioWriter
+	links  map[string]uint32     // hard-link targets → names
+	inodes map[string]*cpioEntry // hard-link targets written so far
+}
+
+// entry writes one tar entry; extended headers are handled by archive/tar.
+func (c *tarCpio) entry(h *tar.Header, r io.Reader) error {
+	name := tarName(h.Name)
+	if name == "" {
+		return nil
+	}
+	e := &cpioEntry{Name: name, UID: uint32(h.Uid), GID: uint32(h.Gid), Mtime: uint32(h.ModTime.Unix())}
+	perm := uint32(h.Mode) & 0o7777
+	switch h.Typeflag {
+	case tar.TypeReg, 0: // 0 is the pre-POSIX regular file (TypeRegA)
+		return c.regular(h, r, e, perm)
+	case tar.TypeLink:
+		t := c.inodes[tarName(h.Linkname)]
+		if t == nil {
+			return fmt.Errorf("%s: hard link to unknown %s", name, h.Linkname)
+		}
+		e.Mode, e.Ino, e.Nlink, e.UID, e.GID, e.Mtime = t.Mode, t.Ino, t.Nlink, t.UID, t.GID, t.Mtime
+	case tar.TypeSymlink:
+		e.Mode = modeSymlink | 0o777
+		e.Size = uint32(len(h.Linkname))
+		if err := c.cw.writeHeader(e); err != nil {
+			return err
+		}
+		return c.cw.writeData(strings.NewReader(h.Linkname), e.Size)
+	case tar.TypeDir:
+		e.Mode = modeDir | perm
+	case tar.TypeChar, tar.TypeBlock:
+		e.Mode = modeChar | perm
+		if h.Typeflag == tar.TypeBlock {
+			e.Mode = modeBlock | perm
+		}
+		e.RdevMaj, e.RdevMin = uint32(h.Devmajor), uint32(h.Devminor)
+	case tar.TypeFifo:
+		e.Mode = modeFIFO | perm
+	default:
+		return nil
+	}
+	return c.cw.writeHeader(e)
+}
+
+// regular writes a regular file, numbering it when other names link to it.
+func (c *tarCpio) regular(h *tar.Header, r io.Reader, e *cpioEntry, perm uint32) error {
+	e.Mode = modeRegular | perm
+	if h.Size > 1<<32-1 {
+		return fmt.Errorf("%s: too big for newc", e.Name)
+	}
+	e.Size = uint32(h.Size)
+	if n := c.links[e.Name]; n > 1 {
+		e.Nlink = n
+		e.Ino = c.cw.nextIno()
+		c.inodes[e.Name] = e
+	}
+	if err := c.cw.writeHeader(e); err != nil {
+		return err
+	}
+	return c.cw.writeData(r, e.Size)
 }
 
 func tarName(n string) string {

@@ -60,6 +60,18 @@ func main() {
 	}
 }
 
+// results is what one bench run measured.
+type results struct {
+	sizeMB              int
+	accel               string
+	fwd                 int
+	lanRates, userRates []float64
+	miniDHCP            time.Duration
+	ipxeDHCP            []time.Duration
+	bootToLease         time.Duration
+	drops               string
+}
+
 func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -84,7 +96,31 @@ func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
 		return err
 	}
 	defer l.Close()
+	res := &results{sizeMB: sizeMB}
+	if err := measureMini(ctx, img, l, run, res, rounds); err != nil {
+		return err
+	}
+	if _, err := os.Stat(ipxeISO); err == nil {
+		for i := range ipxeBoots {
+			d, err := ipxeLatency(ctx, l, run, i)
+			if err != nil {
+				return fmt.Errorf("ipxe: %w", err)
+			}
+			res.ipxeDHCP = append(res.ipxeDHCP, d)
+		}
+	} else if ipxeBoots > 0 {
+		fmt.Fprintf(os.Stderr, "bench/lan: %s missing (package ipxe): no iPXE latency\n", ipxeISO)
+	}
+	report(res)
+	if keep {
+		fmt.Printf("\nRun directory: %s\n", dir)
+	}
+	return nil
+}
 
+// measureMini boots one mini guest with a NIC on l and one on user
+// networking, and measures its DHCP exchange and the TCP throughput of both.
+func measureMini(ctx context.Context, img *lab.Image, l *lan.LAN, run *journal.Run, res *results, rounds int) error {
 	spec := machine.Spec{Lab: img, NICs: []machine.NIC{{LAN: l}, {User: true}},
 		QEMU: qemu.Config{Name: "mini", Memory: "512M", Run: run, Forwards: []qemu.Forward{{GuestPort: guestPort}}}}
 	t0 := time.Now()
@@ -97,10 +133,39 @@ func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
 	if err != nil {
 		return err
 	}
-	miniDHCP, err := discoverToAck(l, m.VM.MAC())
-	if err != nil {
+	res.bootToLease = lease.At.Sub(t0)
+	if res.miniDHCP, err = discoverToAck(l, m.VM.MAC()); err != nil {
 		return err
 	}
+	if err := startSink(ctx, m); err != nil {
+		return err
+	}
+	for _, f := range m.VM.Forwards() {
+		if f.GuestPort == guestPort {
+			res.fwd = f.HostPort
+		}
+	}
+	dialLAN := func(ctx context.Context) (net.Conn, error) {
+		return l.DialTCP(ctx, lease.IP.String(), guestPort)
+	}
+	dialUser := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(res.fwd))
+	}
+	if err := measureRates(ctx, res, rounds, dialLAN, dialUser); err != nil {
+		return err
+	}
+	var dl []string
+	for _, p := range l.Ports() {
+		dl = append(dl, fmt.Sprintf("%s %d", p.Name(), p.Stats().Dropped))
+	}
+	res.drops = strings.Join(dl, ", ")
+	res.accel = m.VM.Accel()
+	return nil
+}
+
+// startSink waits for the mini guest and starts the nc sink on guestPort.
+func startSink(ctx context.Context, m *machine.Machine) error {
 	if _, err := m.Console.Expect(ctx, []console.Pattern{{Text: "vmscript-mini: ready"}}, console.ExpectOptions{Timeout: 3 * time.Minute}); err != nil {
 		return err
 	}
@@ -110,40 +175,29 @@ func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
 	if err := m.Console.SendLine(ctx, setup); err != nil {
 		return err
 	}
-	if _, err := m.Console.Expect(ctx, []console.Pattern{{Text: "setup-42"}}, console.ExpectOptions{Timeout: time.Minute, From: &mark}); err != nil {
-		return err
-	}
-	var fwd int
-	for _, f := range m.VM.Forwards() {
-		if f.GuestPort == guestPort {
-			fwd = f.HostPort
-		}
-	}
-	payload := make([]byte, sizeMB<<20)
+	_, err := m.Console.Expect(ctx, []console.Pattern{{Text: "setup-42"}}, console.ExpectOptions{Timeout: time.Minute, From: &mark})
+	return err
+}
+
+// measureRates transfers the payload over both paths in turns, after one
+// warm-up transfer each (TCP slow start, page cache, TCG's translation).
+func measureRates(ctx context.Context, res *results, rounds int, dialLAN, dialUser func(context.Context) (net.Conn, error)) error {
+	payload := make([]byte, res.sizeMB<<20)
 	rand.Read(payload)
-	dialLAN := func(ctx context.Context) (net.Conn, error) {
-		return l.DialTCP(ctx, lease.IP.String(), guestPort)
-	}
-	dialUser := func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(fwd))
-	}
-	// One warm-up transfer each (TCP slow start, page cache, JIT of TCG).
 	for _, d := range []func(context.Context) (net.Conn, error){dialLAN, dialUser} {
 		if _, err := transfer(ctx, d, payload[:4<<20]); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	var lanRates, userRates []float64
 	for i := range rounds {
 		order := []string{"lan", "user"}
 		if i%2 == 1 {
 			order = []string{"user", "lan"}
 		}
 		for _, which := range order {
-			d, rates := dialLAN, &lanRates
+			d, rates := dialLAN, &res.lanRates
 			if which == "user" {
-				d, rates = dialUser, &userRates
+				d, rates = dialUser, &res.userRates
 			}
 			dur, err := transfer(ctx, d, payload)
 			if err != nil {
@@ -152,47 +206,27 @@ func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
 			*rates = append(*rates, float64(len(payload))/(1<<20)/dur.Seconds())
 		}
 	}
-	bootToLease := lease.At.Sub(t0)
-	var dl []string
-	for _, p := range l.Ports() {
-		dl = append(dl, fmt.Sprintf("%s %d", p.Name(), p.Stats().Dropped))
-	}
-	drops := strings.Join(dl, ", ")
-	accel := m.VM.Accel()
+	return nil
+}
 
-	var ipxeDHCP []time.Duration
-	if _, err := os.Stat(ipxeISO); err == nil {
-		for i := range ipxeBoots {
-			d, err := ipxeLatency(ctx, l, run, i)
-			if err != nil {
-				return fmt.Errorf("ipxe: %w", err)
-			}
-			ipxeDHCP = append(ipxeDHCP, d)
-		}
-	} else if ipxeBoots > 0 {
-		fmt.Fprintf(os.Stderr, "bench/lan: %s missing (package ipxe): no iPXE latency\n", ipxeISO)
-	}
-
-	lanMed, userMed := median(lanRates), median(userRates)
+// report prints the results as bench/REPORT.md's LAN section.
+func report(res *results) {
+	lanMed, userMed := median(res.lanRates), median(res.userRates)
 	fmt.Printf("## Virtual LAN (bench/lan)\n\n")
 	fmt.Printf("%s, %d CPUs, accel %s; one mini guest (eth0 on the LAN, eth1 on user networking with a hostfwd), same run.\n\n",
-		time.Now().Format("2006-01-02"), runtime.NumCPU(), accel)
-	fmt.Printf("### TCP throughput host→guest (%d MB, busybox nc → `cat >/dev/null`, until the guest's reply)\n\n", sizeMB)
+		time.Now().Format("2006-01-02"), runtime.NumCPU(), res.accel)
+	fmt.Printf("### TCP throughput host→guest (%d MB, busybox nc → `cat >/dev/null`, until the guest's reply)\n\n", res.sizeMB)
 	fmt.Printf("| path | runs (MB/s) | median MB/s |\n|---|---|---|\n")
-	fmt.Printf("| LAN (gVisor stack → switch → socketpair → QEMU) | %s | %.1f |\n", list(lanRates), lanMed)
-	fmt.Printf("| user networking (hostfwd 127.0.0.1:%d → slirp) | %s | %.1f |\n\n", fwd, list(userRates), userMed)
+	fmt.Printf("| LAN (gVisor stack → switch → socketpair → QEMU) | %s | %.1f |\n", list(res.lanRates), lanMed)
+	fmt.Printf("| user networking (hostfwd 127.0.0.1:%d → slirp) | %s | %.1f |\n\n", res.fwd, list(res.userRates), userMed)
 	fmt.Printf("Ratio LAN / user networking: **%.2f** (goal ≥ 1.0).\n\n", lanMed/userMed)
 	fmt.Printf("### DHCP DISCOVER→ACK on the LAN (from the DHCP log)\n\n")
 	fmt.Printf("| client | runs | median |\n|---|---|---|\n")
-	fmt.Printf("| mini (busybox udhcpc) | %s | %s |\n", durList([]time.Duration{miniDHCP}), ms(miniDHCP))
-	if len(ipxeDHCP) > 0 {
-		fmt.Printf("| iPXE (ipxe.iso) | %s | %s |\n", durList(ipxeDHCP), ms(medianDur(ipxeDHCP)))
+	fmt.Printf("| mini (busybox udhcpc) | %s | %s |\n", durList([]time.Duration{res.miniDHCP}), ms(res.miniDHCP))
+	if len(res.ipxeDHCP) > 0 {
+		fmt.Printf("| iPXE (ipxe.iso) | %s | %s |\n", durList(res.ipxeDHCP), ms(medianDur(res.ipxeDHCP)))
 	}
-	fmt.Printf("\nmini: QEMU start → lease %.1fs. Switch port drops (queue full) during the transfers: %s.\n", bootToLease.Seconds(), drops)
-	if keep {
-		fmt.Printf("\nRun directory: %s\n", dir)
-	}
-	return nil
+	fmt.Printf("\nmini: QEMU start → lease %.1fs. Switch port drops (queue full) during the transfers: %s.\n", res.bootToLease.Seconds(), res.drops)
 }
 
 // transfer sends payload on a new connection, half-closes, and waits for

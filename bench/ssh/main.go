@@ -48,18 +48,32 @@ func bench(n, rounds int) error {
 	}
 	defer srv.Close()
 
-	// vmscript: one connection, with a run directory (timeline and
-	// transcript are part of the real cost).
+	vmscript, closeVM, err := vmscriptClient(ctx, dir, srv, n)
+	if err != nil {
+		return err
+	}
+	defer closeVM()
+	openssh, closeSSH, err := opensshClient(dir, srv, n)
+	if err != nil {
+		return err
+	}
+	defer closeSSH()
+	return compare(n, rounds, vmscript, openssh)
+}
+
+// vmscriptClient returns a function running n `true` over one vmscript
+// connection, with a run directory (timeline and transcript are part of
+// the real cost).
+func vmscriptClient(ctx context.Context, dir string, srv *sshdtest.Server, n int) (func() error, func(), error) {
 	run, err := journal.New(filepath.Join(dir, "run"), time.Now())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer run.Close()
 	c, err := ssh.Dial(ctx, ssh.Config{Host: srv.Host, Port: srv.Port, User: srv.User, Keys: [][]byte{srv.ClientKeyPEM}, HostKey: srv.HostKey, Run: run})
 	if err != nil {
-		return err
+		run.Close()
+		return nil, nil, err
 	}
-	defer c.Close()
 	vmscript := func() error {
 		for range n {
 			res, err := c.Run(ctx, "true", ssh.RunOptions{})
@@ -72,12 +86,15 @@ func bench(n, rounds int) error {
 		}
 		return nil
 	}
+	return vmscript, func() { c.Close(); run.Close() }, nil
+}
 
-	// OpenSSH: a master connection, then one `ssh` process per command
-	// multiplexed over it.
+// opensshClient returns a function running n `true` through OpenSSH: a
+// master connection, then one `ssh` process per command multiplexed over it.
+func opensshClient(dir string, srv *sshdtest.Server, n int) (func() error, func(), error) {
 	known := filepath.Join(dir, "known_hosts")
 	if err := os.WriteFile(known, []byte(fmt.Sprintf("[%s]:%d %s\n", srv.Host, srv.Port, srv.HostKey)), 0o600); err != nil {
-		return err
+		return nil, nil, err
 	}
 	sock := filepath.Join(dir, "cm.sock")
 	base := []string{"-F", "/dev/null", "-i", srv.ClientKey, "-p", strconv.Itoa(srv.Port),
@@ -89,15 +106,14 @@ func bench(n, rounds int) error {
 	// files, not pipes, or waiting for the command never ends.
 	masterLog, err := os.Create(filepath.Join(dir, "master.log"))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer masterLog.Close()
 	master.Stdout, master.Stderr = masterLog, masterLog
 	if err := master.Run(); err != nil {
 		log, _ := os.ReadFile(masterLog.Name())
-		return fmt.Errorf("ssh master: %v: %s", err, log)
+		masterLog.Close()
+		return nil, nil, fmt.Errorf("ssh master: %v: %s", err, log)
 	}
-	defer exec.Command("ssh", append(append([]string{}, base...), "-O", "exit", target)...).Run()
 	openssh := func() error {
 		for range n {
 			cmd := exec.Command("ssh", append(append([]string{}, base...), "-o", "ControlMaster=no", target, "true")...)
@@ -107,7 +123,16 @@ func bench(n, rounds int) error {
 		}
 		return nil
 	}
+	stop := func() {
+		exec.Command("ssh", append(append([]string{}, base...), "-O", "exit", target)...).Run()
+		masterLog.Close()
+	}
+	return openssh, stop, nil
+}
 
+// compare warms both clients up, then times them in turns over rounds and
+// prints the medians and their ratio.
+func compare(n, rounds int, vmscript, openssh func() error) error {
 	// Warm up both.
 	if err := vmscript(); err != nil {
 		return err

@@ -27,6 +27,12 @@ keyed by a hash of their inputs:
            regression driven by lab.storage=, lab.lan=, lab.shutdown= on the
            kernel command line; initramfs, lab.iso, lab-good.iso, netboot/ tree`,
 	}
+	cmd.AddCommand(newLabBuildCmd(stdout, stderr), newLabPathCmd(stdout), newLabPruneCmd(stdout))
+	return cmd
+}
+
+// newLabBuildCmd is `vmscript lab build`.
+func newLabBuildCmd(stdout, stderr io.Writer) *cobra.Command {
 	var cacheDir string
 	var force, verbose, quiet bool
 	build := &cobra.Command{
@@ -78,6 +84,12 @@ keyed by a hash of their inputs:
 	build.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print a line when each stage ends (on a terminal)")
 	build.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress, only the result and errors")
 
+	return build
+}
+
+// newLabPathCmd is `vmscript lab path`.
+func newLabPathCmd(stdout io.Writer) *cobra.Command {
+	var cacheDir string
 	var file string
 	path := &cobra.Command{
 		Use:   "path NAME [--file KEY]",
@@ -106,6 +118,12 @@ keyed by a hash of their inputs:
 	path.Flags().StringVar(&cacheDir, "cache", "", "cache directory")
 	path.Flags().StringVar(&file, "file", "", "print the path of this output (vmlinuz, initramfs, iso, …)")
 
+	return path
+}
+
+// newLabPruneCmd is `vmscript lab prune`.
+func newLabPruneCmd(stdout io.Writer) *cobra.Command {
+	var cacheDir string
 	var dryRun bool
 	prune := &cobra.Command{
 		Use:   "prune [--dry-run]",
@@ -137,8 +155,7 @@ package sets stay. Waits for a build in progress to end first.`,
 	}
 	prune.Flags().StringVar(&cacheDir, "cache", "", "cache directory")
 	prune.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
-	cmd.AddCommand(build, path, prune)
-	return cmd
+	return prune
 }
 
 func labNameArgs(allowAll bool) cobra.PositionalArgs {
