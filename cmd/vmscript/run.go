@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vmscript/vmscript/internal/version"
 	lualib "github.com/vmscript/vmscript/lua"
+	"github.com/vmscript/vmscript/toolkit/control"
 	"github.com/vmscript/vmscript/toolkit/dur"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/luahost"
@@ -232,6 +233,8 @@ type session struct {
 	gotSignal  atomic.Pointer[os.Signal]
 	stopSignal func()
 	host       *luahost.Host
+	// control serves the run's control socket (nil when it failed).
+	control *control.Server
 }
 
 // runScript runs script (none for a bare REPL) and, per f.keepOpen, the REPL
@@ -260,11 +263,14 @@ func runScript(script string, extra []string, f runFlags, stdout, stderr io.Writ
 		return failErr("%v", err)
 	}
 	s.host = h
+	s.startControl()
 	res, abandoned := s.execute()
 	nb := h.OpenNotebook()
+	s.controlState("ending")
 	if !abandoned {
 		h.Close()
 	}
+	s.stopControl()
 	s.prog.Close()
 	return s.finish(res, nb)
 }
@@ -412,6 +418,7 @@ func (s *session) lua() sessionResult {
 		s.timer.Stop()
 	}
 	s.run.Event("run", "repl-start", nil)
+	s.controlState("repl")
 	s.prog.Sync()
 	banner := ""
 	if s.script != "" {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -220,36 +219,22 @@ func (s *Server) info() *RunInfo {
 	return ri
 }
 
-// machine picks the guest a request names; "" is the run's only VM (or
-// its only running one).
+// machine picks the guest a request names (see pickVM).
 func (s *Server) machine(name string) (*machine.Machine, error) {
 	var ms []*machine.Machine
 	if s.pool != nil {
 		ms = s.pool.Machines()
 	}
-	var names, running []string
-	var only *machine.Machine
-	for _, m := range ms {
-		if m.Name() == name {
-			return m, nil
-		}
-		names = append(names, m.Name())
-		if vmRunning(m) {
-			running = append(running, m.Name())
-			only = m
-		}
+	names := make([]string, len(ms))
+	running := make([]bool, len(ms))
+	for i, m := range ms {
+		names[i], running[i] = m.Name(), vmRunning(m)
 	}
-	switch {
-	case len(ms) == 0:
-		return nil, vmerr.New(vmerr.NotFound, "run %s has no VM (yet)", s.reg.Entry.ID)
-	case name != "":
-		return nil, vmerr.New(vmerr.NotFound, "run %s has no VM %s; its VMs: %s", s.reg.Entry.ID, quote(name), strings.Join(names, ", "))
-	case len(ms) == 1:
-		return ms[0], nil
-	case len(running) == 1:
-		return only, nil
+	i, err := pickVM(s.reg.Entry.ID, names, running, name)
+	if err != nil {
+		return nil, err
 	}
-	return nil, vmerr.New(vmerr.Usage, "run %s has %d VMs (%s); name one", s.reg.Entry.ID, len(ms), strings.Join(names, ", "))
+	return ms[i], nil
 }
 
 // event writes to the run's timeline, if there is one.
