@@ -156,7 +156,8 @@ and then every byte from there on. Ctrl-] detaches; Ctrl-C goes to the guest.
 ` + attachHelp,
 		Example: `  vmscript console 20250101-120000-boot
   vmscript console docs/work-notes/20250101-120000-boot mini`,
-		Args: cobra.RangeArgs(1, 2),
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeRunVM,
 		RunE: func(_ *cobra.Command, args []string) error {
 			e, vm, err := findRun(args)
 			if err != nil {
@@ -191,4 +192,29 @@ func findRun(args []string) (control.Entry, string, error) {
 		vm = args[1]
 	}
 	return e, vm, nil
+}
+
+// completeRunVM completes RUN with the live runs' ids, then VM with that
+// run's VMs.
+func completeRunVM(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	var out []string
+	switch len(args) {
+	case 0:
+		for _, e := range control.List() {
+			out = append(out, e.ID)
+		}
+	case 1:
+		e, err := control.Find(args[0])
+		if err != nil {
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), infoTimeout)
+		defer cancel()
+		if info, err := control.Info(ctx, e.Socket); err == nil {
+			for _, v := range info.VMs {
+				out = append(out, v.Name)
+			}
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

@@ -96,6 +96,10 @@ top-level locals are gone once the script ends); --keep-open=always opens it
 at the end of every run. Leaving the REPL (Ctrl-D) stops the VMs. The exit
 code stays the script's.
 
+While the run lives (the REPL included), vmscript ps lists it, and
+vmscript console RUN and vmscript ssh RUN attach another terminal to its
+VMs; the run prints its id at its start.
+
 Progress goes to stderr: on a terminal one status line (what is awaited, on
 which VM, elapsed vs timeout, the last console line), otherwise plain
 timestamped lines; -v mirrors every console line, --quiet shows only errors
@@ -153,7 +157,8 @@ Type Lua; an expression (or =expr) prints its value, tables pretty-printed,
 errors with their kind. An incomplete chunk continues on the next line.
 Line editing and history (~/.cache/vmscript/repl_history) on a terminal.
 vm.console:interact() attaches the terminal to a VM's console; Ctrl-]
-returns. Ctrl-D or .quit leaves and stops the VMs.`,
+returns; vmscript console RUN does the same from another terminal. Ctrl-D
+or .quit leaves and stops the VMs.`,
 		Example: `  vmscript repl
   vmscript repl scripts/boot-mini.lua`,
 		Args: func(cmd *cobra.Command, args []string) error {

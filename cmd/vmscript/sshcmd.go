@@ -46,6 +46,7 @@ there win over these (-l alice, -i key, -o StrictHostKeyChecking=yes).
 			}
 			return nil
 		},
+		ValidArgsFunction: completeRunVM,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var extra []string
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
