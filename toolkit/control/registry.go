@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,7 +87,7 @@ func Register(dir string, e Entry) (*Registration, error) {
 		if i > 1 {
 			id = base + "-" + strconv.Itoa(i)
 		}
-		if takenLocked(dir, id) {
+		if takenLocked(dir, id) || takenElsewhere(dir, id) {
 			continue
 		}
 		return listen(dir, id, e)
@@ -163,6 +164,24 @@ func takenLocked(dir, id string) bool {
 	}
 	_ = os.Remove(entryPath)
 	_ = os.Remove(sock)
+	return false
+}
+
+// takenElsewhere reports whether a live run holds id in another of Dirs()
+// (when dir is one of them): an id names one run wherever it registered.
+func takenElsewhere(dir, id string) bool {
+	all := Dirs()
+	if !slices.Contains(all, dir) {
+		return false
+	}
+	for _, d := range all {
+		if d == dir || !ownedDir(d) {
+			continue
+		}
+		if e, err := readEntry(filepath.Join(d, id+entryExt)); err == nil && alive(e) {
+			return true
+		}
+	}
 	return false
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,5 +203,48 @@ func TestEnsureDirRefusesForeignOwner(t *testing.T) {
 	}
 	if len(List(dir)) != 0 {
 		t.Errorf("entries listed from a foreign directory")
+	}
+}
+
+// TestDirs: $XDG_RUNTIME_DIR/vmscript first when XDG_RUNTIME_DIR is the
+// user's own directory and short enough for socket paths; /tmp/vmscript-UID
+// always.
+func TestDirs(t *testing.T) {
+	fallback := filepath.Join("/tmp", "vmscript-"+strconv.Itoa(os.Geteuid()))
+	xdg := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", xdg)
+	if got := Dirs(); len(got) != 2 || got[0] != filepath.Join(xdg, "vmscript") || got[1] != fallback {
+		t.Errorf("with XDG_RUNTIME_DIR: %v", got)
+	}
+	long := filepath.Join(xdg, strings.Repeat("l", 100))
+	if err := os.Mkdir(long, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []string{"", "relative", long, filepath.Join(xdg, "missing")} {
+		t.Setenv("XDG_RUNTIME_DIR", x)
+		if got := Dirs(); len(got) != 1 || got[0] != fallback {
+			t.Errorf("XDG_RUNTIME_DIR=%q: %v", x, got)
+		}
+	}
+}
+
+// TestPickVM: a name, the only VM, the only running one; otherwise an
+// error that lists the VMs.
+func TestPickVM(t *testing.T) {
+	info := &RunInfo{Entry: Entry{ID: "r"}, VMs: []VMInfo{{Name: "a"}, {Name: "b", Running: true}, {Name: "c"}}}
+	for name, want := range map[string]string{"a": "a", "c": "c", "": "b"} {
+		if v, err := PickVM(info, name); err != nil || v.Name != want {
+			t.Errorf("PickVM(%q) = %q, %v", name, v.Name, err)
+		}
+	}
+	if _, err := PickVM(info, "d"); err == nil || !strings.Contains(err.Error(), `run r has no VM "d"; its VMs: a, b, c`) {
+		t.Errorf("unknown: %v", err)
+	}
+	info.VMs[2].Running = true
+	if _, err := PickVM(info, ""); err == nil || !strings.Contains(err.Error(), "has 3 VMs (a, b, c); name one") {
+		t.Errorf("two running: %v", err)
+	}
+	if v, err := PickVM(&RunInfo{VMs: []VMInfo{{Name: "x"}}}, ""); err != nil || v.Name != "x" {
+		t.Errorf("only VM, exited: %q %v", v.Name, err)
 	}
 }

@@ -53,19 +53,24 @@ type Server struct {
 	done  bool
 }
 
-// Start registers the run (see Register) and serves its socket until
-// Close. The run directory's path must be absolute (or relative to the
-// current directory, made absolute here).
+// Start registers the run (see Register) in opt.Dir, or in the first of
+// Dirs() that works, and serves its socket until Close.
 func Start(opt Options) (*Server, error) {
-	dir := opt.Dir
-	if dir == "" {
-		dir = Dirs()[0]
+	dirs := Dirs()
+	if opt.Dir != "" {
+		dirs = []string{opt.Dir}
 	}
 	e := Entry{PID: pid(), Script: opt.Script, Start: opt.Start}
 	if opt.Run != nil {
 		e.RunDir = absPath(opt.Run.Dir())
 	}
-	reg, err := Register(dir, e)
+	var reg *Registration
+	var err error
+	for _, dir := range dirs {
+		if reg, err = Register(dir, e); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
