@@ -30,6 +30,10 @@ const (
 // maxIDTries bounds the suffixes Register tries for a taken id.
 const maxIDTries = 99
 
+// lockTimeout bounds the wait for the registry lock (a variable for the
+// tests).
+var lockTimeout = 10 * time.Second
+
 // probeTimeout bounds the connection that tells a live run from a stale
 // entry.
 const probeTimeout = 2 * time.Second
@@ -242,16 +246,26 @@ func pidAlive(pid int) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-// lockDir takes dir's registry lock (flock on dir/lock) and returns its
-// release.
+// lockDir takes dir's registry lock (flock on dir/lock) within
+// lockTimeout and returns its release: a process stopped while holding it
+// cannot hold up the start of every later run.
 func lockDir(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("control: registry lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("control: registry lock: %w", err)
+	deadline := time.Now().Add(lockTimeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("control: registry lock %s: %w (held for over %s by another vmscript)", path, err, lockTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return func() {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)

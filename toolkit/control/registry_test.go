@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // register registers a run whose directory is named name, failing t.
@@ -246,5 +248,29 @@ func TestPickVM(t *testing.T) {
 	}
 	if v, err := PickVM(&RunInfo{VMs: []VMInfo{{Name: "x"}}}, ""); err != nil || v.Name != "x" {
 		t.Errorf("only VM, exited: %q %v", v.Name, err)
+	}
+}
+
+// TestLockBounded: a registry lock held elsewhere makes Register fail after
+// its timeout instead of waiting for ever.
+func TestLockBounded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ctl")
+	if err := ensureDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { lockTimeout = d }(lockTimeout)
+	lockTimeout = 300 * time.Millisecond
+	t0 := time.Now()
+	_, err = Register(dir, Entry{PID: os.Getpid(), RunDir: "/x/run"})
+	if err == nil || !strings.Contains(err.Error(), "held for over") || time.Since(t0) < lockTimeout {
+		t.Fatalf("Register under a held lock: %v after %s", err, time.Since(t0))
 	}
 }
