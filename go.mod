@@ -4,6 +4,7 @@ go 1.26.3
 
 require (
 	github.com/aymanbagabas/go-udiff v0.4.1
+	github.com/creack/pty v1.1.24
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/google/goexpect v0.0.0-20210430020637-ab937bf7fd6f
 	github.com/insomniacslk/dhcp v0.0.0-20250919081422-f80a1952f48e

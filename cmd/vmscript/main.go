@@ -84,6 +84,7 @@ by default): timeline.jsonl, run.json, console logs, notes.`),
 		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
 	root.AddCommand(newRunCmd(stdout, stderr), newREPLCmd(stdout, stderr), newCheckCmd(stdout, stderr),
-		newDocCmd(stdout), newLabCmd(stdout, stderr), newWarmCmd(stdout, stderr), newVersionCmd(stdout))
+		newDocCmd(stdout), newLabCmd(stdout, stderr), newWarmCmd(stdout, stderr), newVersionCmd(stdout),
+		newPSCmd(stdout), newConsoleCmd(stdout), newSSHCmd(), newProxyCmd())
 	return root
 }

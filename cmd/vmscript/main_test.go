@@ -218,7 +218,7 @@ func TestRunWritesRunDirectory(t *testing.T) {
 	for _, ev := range evs {
 		kinds = append(kinds, ev.Source+"/"+ev.Kind)
 	}
-	if got := strings.Join(kinds, " "); got != "run/start script/start script/print script/decision run/end" {
+	if got := strings.Join(kinds, " "); got != "run/start control/listen script/start script/print script/decision run/end" {
 		t.Errorf("timeline: %s", got)
 	}
 

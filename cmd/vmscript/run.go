@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vmscript/vmscript/internal/version"
 	lualib "github.com/vmscript/vmscript/lua"
+	"github.com/vmscript/vmscript/toolkit/control"
 	"github.com/vmscript/vmscript/toolkit/dur"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/luahost"
@@ -95,6 +96,10 @@ top-level locals are gone once the script ends); --keep-open=always opens it
 at the end of every run. Leaving the REPL (Ctrl-D) stops the VMs. The exit
 code stays the script's.
 
+While the run lives (the REPL included), vmscript ps lists it, and
+vmscript console RUN and vmscript ssh RUN attach another terminal to its
+VMs; the run prints its id at its start.
+
 Progress goes to stderr: on a terminal one status line (what is awaited, on
 which VM, elapsed vs timeout, the last console line), otherwise plain
 timestamped lines; -v mirrors every console line, --quiet shows only errors
@@ -152,7 +157,8 @@ Type Lua; an expression (or =expr) prints its value, tables pretty-printed,
 errors with their kind. An incomplete chunk continues on the next line.
 Line editing and history (~/.cache/vmscript/repl_history) on a terminal.
 vm.console:interact() attaches the terminal to a VM's console; Ctrl-]
-returns. Ctrl-D or .quit leaves and stops the VMs.`,
+returns; vmscript console RUN does the same from another terminal. Ctrl-D
+or .quit leaves and stops the VMs.`,
 		Example: `  vmscript repl
   vmscript repl scripts/boot-mini.lua`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -232,6 +238,8 @@ type session struct {
 	gotSignal  atomic.Pointer[os.Signal]
 	stopSignal func()
 	host       *luahost.Host
+	// control serves the run's control socket (nil when it failed).
+	control *control.Server
 }
 
 // runScript runs script (none for a bare REPL) and, per f.keepOpen, the REPL
@@ -260,11 +268,14 @@ func runScript(script string, extra []string, f runFlags, stdout, stderr io.Writ
 		return failErr("%v", err)
 	}
 	s.host = h
+	s.startControl()
 	res, abandoned := s.execute()
 	nb := h.OpenNotebook()
+	s.controlState("ending")
 	if !abandoned {
 		h.Close()
 	}
+	s.stopControl()
 	s.prog.Close()
 	return s.finish(res, nb)
 }
@@ -412,6 +423,7 @@ func (s *session) lua() sessionResult {
 		s.timer.Stop()
 	}
 	s.run.Event("run", "repl-start", nil)
+	s.controlState("repl")
 	s.prog.Sync()
 	banner := ""
 	if s.script != "" {

@@ -34,15 +34,8 @@ func (m *Machine) SSH(ctx context.Context, opt SSHOptions) (*ssh.Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, cancel := m.untilExit(ctx, "waiting for SSH")
 	defer cancel(nil)
-	go func() {
-		select {
-		case <-m.VM.Exited():
-			cancel(vmerr.New(vmerr.Exited, "vm %s exited while waiting for SSH", m.Name()))
-		case <-ctx.Done():
-		}
-	}()
 	if cfg.Port == 0 {
 		p, lease, err := waitAnyLease(ctx, ports)
 		if err != nil {
@@ -71,41 +64,18 @@ func (m *Machine) SSH(ctx context.Context, opt SSHOptions) (*ssh.Client, error) 
 func (m *Machine) sshRoute(opt SSHOptions) (ssh.Config, []Port, error) {
 	cfg := opt.Config
 	cfg.Host, cfg.Port, cfg.Run = "127.0.0.1", 0, m.run
-	guestPort := opt.Port
-	if guestPort == 0 {
-		guestPort = 22
+	r, err := m.route(opt.Port, opt.Via)
+	if err != nil {
+		return cfg, nil, err
 	}
-	name := m.Name()
-	switch {
-	case guestPort < 1 || guestPort > 65535:
-		return cfg, nil, usage("port", "%d out of range", guestPort)
-	case opt.Via != "" && opt.Via != "forward" && opt.Via != "lan":
-		return cfg, nil, usage("via", "%q: want \"forward\" or \"lan\"", opt.Via)
+	if r.port != 0 {
+		cfg.Host, cfg.Port = r.host, r.port
 	}
-	if opt.Via != "lan" {
-		for _, f := range m.VM.Forwards() {
-			if f.GuestPort == guestPort && f.Proto == "tcp" {
-				cfg.Port = f.HostPort
-				if f.HostAddr != "" && f.HostAddr != "0.0.0.0" {
-					cfg.Host = f.HostAddr
-				}
-			}
-		}
-	}
-	cfg.Name = name
+	cfg.Name = m.Name()
 	if cfg.User != "" && cfg.User != "root" {
-		cfg.Name = name + "-" + cfg.User
+		cfg.Name = m.Name() + "-" + cfg.User
 	}
-	switch {
-	case cfg.Port != 0:
-	case opt.Via == "forward":
-		return cfg, nil, vmerr.New(vmerr.Usage, "vm %s has no forward to guest port %d; start it with forwards = {%d} in qemu.start", name, guestPort, guestPort)
-	case len(m.ports) == 0 && opt.Via == "lan":
-		return cfg, nil, vmerr.New(vmerr.Usage, "vm %s has no NIC on a lan; start it with net = lan (or nics = {lan, …}) in qemu.start", name)
-	case len(m.ports) == 0:
-		return cfg, nil, vmerr.New(vmerr.Usage, "vm %s has neither a forward to guest port %d nor a NIC on a lan; start it with forwards = {%d} (user networking) or net = lan in qemu.start", name, guestPort, guestPort)
-	}
-	return cfg, m.Ports(), nil
+	return cfg, r.ports, nil
 }
 
 // sshErr explains a failed SSH wait: the VM's exit when that ended it, the
