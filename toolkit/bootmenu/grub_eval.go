@@ -49,16 +49,16 @@ func (c *gctx) child() *gctx {
 
 // gitem is a menuentry or submenu as defined.
 type gitem struct {
-	sub        bool
-	title, id  string
-	hotkey     string
-	args       []string
-	body       []*gcmd
-	src        string
-	conds      []string
-	titleUnk   []string
-	entry      int // index in Result.Entries, -1 for a submenu
-	children   []*gitem
+	sub       bool
+	title, id string
+	hotkey    string
+	args      []string
+	body      []*gcmd
+	src       string
+	conds     []string
+	titleUnk  []string
+	entry     int // index in Result.Entries, -1 for a submenu
+	children  []*gitem
 }
 
 // geval evaluates GRUB scripts of one parse.
