@@ -98,7 +98,8 @@ type Entry struct {
 	// first (empty for the top menu).
 	Menu []string `json:"menu,omitempty"`
 	// Default is true for the entry the loader boots without a key press
-	// (on timeout or Enter); at most one per config.
+	// (on timeout or Enter): at most one per config, or per menu GRUB
+	// shows at once (a configfile'd menu has its own default).
 	Default bool `json:"default,omitempty"`
 	// Hidden is true for a syslinux MENU HIDE entry (bootable by typing its
 	// label, not shown).

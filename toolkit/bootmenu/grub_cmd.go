@@ -41,6 +41,12 @@ func (e *geval) simple(ctx *gctx, c *gcmd) error {
 		for _, a := range args {
 			delete(ctx.env, a)
 		}
+	case name == "export":
+		for _, a := range args {
+			v := ctx.env[a]
+			v.exported = true
+			ctx.env[a] = v
+		}
 	case name == "source" || name == ".":
 		for _, a := range args {
 			if err := e.source(ctx, a, c.src()); err != nil {
@@ -103,7 +109,7 @@ func (e *geval) splitAssign(ctx *gctx, w gword) (string, string, []string, bool)
 		}
 		v := e.lookup(ctx, p.text)
 		if v.unknown {
-			b.WriteString("${" + p.text + "}")
+			b.WriteString(v.partial(p.text))
 			unk = append(unk, "${"+p.text+"} ("+v.why+")")
 			continue
 		}
@@ -189,8 +195,7 @@ func (e *geval) configfile(ctx *gctx, p, src string) error {
 		return err
 	}
 	defer e.leave()
-	child := ctx.child()
-	child.items = nil
+	child := ctx.child(true)
 	found, err := e.runFile(child, abs, src)
 	if err != nil {
 		return err

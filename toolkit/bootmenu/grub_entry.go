@@ -90,8 +90,7 @@ func (e *geval) flushItem(ctx *gctx, it *gitem, menu []string) error {
 		e.s.warn(it.src, "the title of %s uses %s; kept verbatim", it.title, strings.Join(dedupeStrings(it.titleUnk), ", "))
 	}
 	if it.sub {
-		child := ctx.child()
-		child.items = nil
+		child := ctx.child(true)
 		if err := e.run(child, it.body); err != nil {
 			return err
 		}
@@ -101,7 +100,7 @@ func (e *geval) flushItem(ctx *gctx, it *gitem, menu []string) error {
 	st := &entryState{e: Entry{Label: it.title, Loader: Grub, Source: it.src, Name: it.id, Hotkey: it.hotkey,
 		Menu: menu, Initrd: []string{}, Condition: strings.Join(it.conds, " && ")}}
 	e.cur = st
-	err := e.run(ctx.child(), it.body)
+	err := e.run(ctx.child(false), it.body)
 	e.cur = nil
 	if err != nil {
 		return err
@@ -159,6 +158,14 @@ func (e *geval) bootCmd(ctx *gctx, c *gcmd, name string, args, unk []string) (bo
 			continue
 		}
 		files = append(files, a)
+	}
+	if r := e.lookup(ctx, "root"); r.unknown {
+		for _, f := range files {
+			if strings.HasPrefix(f, "/") {
+				st.unk = append(st.unk, "${root} ("+r.why+")")
+				break
+			}
+		}
 	}
 	if initrdCmds[name] {
 		st.e.Initrd = []string{}

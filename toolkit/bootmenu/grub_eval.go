@@ -20,11 +20,23 @@ import (
 // the condition. Unknown values are kept as ${name} and warned about where
 // they reach an entry.
 
-// gval is a variable's value; unknown values carry why.
+// gval is a variable's value; unknown values carry why. Exported
+// variables are the ones a new context (configfile, submenu) inherits.
 type gval struct {
-	s       string
-	unknown bool
-	why     string
+	s        string
+	unknown  bool
+	why      string
+	exported bool
+}
+
+// partial is how an unknown value is written: its text with the unknown
+// parts as ${name} when it was built from some ("(${root})/boot/grub"),
+// else ${name}.
+func (v gval) partial(name string) string {
+	if v.s != "" {
+		return v.s
+	}
+	return "${" + name + "}"
 }
 
 // gctx is one GRUB context (the main config, or a configfile'd one, or a
@@ -36,10 +48,15 @@ type gctx struct {
 	envLoaded string // source of a load_env, whose variables are unknown
 }
 
-func (c *gctx) child() *gctx {
+// child copies the context for an entry's body (all variables) or, with
+// exportedOnly, for a new GRUB context (configfile, a submenu's body), which
+// inherits only exported variables. Functions are global.
+func (c *gctx) child(exportedOnly bool) *gctx {
 	n := &gctx{env: make(map[string]gval, len(c.env)), funcs: make(map[string]*gcmd, len(c.funcs)), envLoaded: c.envLoaded}
 	for k, v := range c.env {
-		n.env[k] = v
+		if v.exported || !exportedOnly {
+			n.env[k] = v
+		}
 	}
 	for k, v := range c.funcs {
 		n.funcs[k] = v
@@ -78,9 +95,10 @@ type geval struct {
 	menus []*gctx
 }
 
-// runtimeVars are set by GRUB itself at boot.
+// runtimeVars are set by GRUB itself at boot; iso_path is set by the GRUB
+// that boots an ISO through its loopback.cfg.
 var runtimeVars = map[string]bool{"grub_platform": true, "grub_cpu": true, "cmdpath": true, "chosen": true,
-	"lang": true, "locale_dir": true, "secondary_locale_dir": true, "net_default_server": true}
+	"lang": true, "locale_dir": true, "secondary_locale_dir": true, "net_default_server": true, "iso_path": true}
 
 func parseGrub(s *session, cfg string, opt Options) error {
 	e := &geval{s: s}
@@ -89,8 +107,8 @@ func parseGrub(s *session, cfg string, opt Options) error {
 	if prefix == "" {
 		prefix = path.Dir(cfg)
 	}
-	ctx.env["prefix"] = gval{s: path.Clean("/" + prefix)}
-	ctx.env["root"] = gval{s: ""}
+	ctx.env["prefix"] = gval{s: path.Clean("/" + prefix), exported: true}
+	ctx.env["root"] = gval{s: "", exported: true}
 	found, err := e.runFile(ctx, cfg, "")
 	if err != nil {
 		return err
@@ -235,6 +253,7 @@ func (e *geval) assign(ctx *gctx, name string, v gval, src string) error {
 	if len(e.conds) > e.base && !v.unknown {
 		v = gval{unknown: true, why: "set at " + src + " only " + e.conds[len(e.conds)-1]}
 	}
+	v.exported = ctx.env[name].exported
 	ctx.env[name] = v
 	return nil
 }
@@ -296,7 +315,7 @@ func (e *geval) expand(ctx *gctx, w gword) (fields []string, unk []string) {
 		}
 		v := e.lookup(ctx, p.text)
 		if v.unknown {
-			cur.WriteString("${" + p.text + "}")
+			cur.WriteString(v.partial(p.text))
 			have = true
 			unk = append(unk, "${"+p.text+"} ("+v.why+")")
 			continue

@@ -139,7 +139,7 @@ func (l *lexer) word() (token, error) {
 			flush(false)
 			end := strings.IndexByte(l.src[l.i+1:], '\'')
 			if end < 0 {
-				return token{}, fail(l.file.src(line), "unterminated ' quote")
+				return token{}, fail(l.file.src(line), "GRUB syntax error: unterminated ' quote")
 			}
 			s := l.src[l.i+1 : l.i+1+end]
 			l.line += strings.Count(s, "\n")
@@ -218,7 +218,7 @@ func (l *lexer) dquote(w *gword, line int) error {
 			l.i++
 		}
 	}
-	return fail(l.file.src(line), "unterminated \" quote")
+	return fail(l.file.src(line), "GRUB syntax error: unterminated \" quote")
 }
 
 func isNameByte(c byte, first bool) bool {

@@ -125,7 +125,8 @@ func (p *sysParser) menuPath(m *sysMenu) []string {
 // reading everything: DEFAULT naming a (not hidden) label makes that label
 // the default of its menu; else the menu module starts on the top menu's
 // MENU DEFAULT, or its first item. A DEFAULT naming no label and no .c32,
-// without UI, is a kernel command line booted as is.
+// without UI, is a kernel command line booted as is (without the global
+// APPEND, as syslinux 6 does).
 func (p *sysParser) finish(root *sysMenu) error {
 	cfg := p.s.cfg
 	cfg.Default = p.def
@@ -161,11 +162,7 @@ func (p *sysParser) finish(root *sysMenu) error {
 	case defWord != "":
 		e := Entry{Label: defWord, Loader: p.loader, Source: p.defAt, Kind: kindOf("kernel", defWord),
 			Kernel: p.resolve(defWord), Default: true, Initrd: []string{}}
-		app := p.appendG
-		if strings.TrimSpace(app) == "-" {
-			app = ""
-		}
-		e.Append = strings.TrimSpace(strings.Join(nonEmpty(defArgs, strings.TrimSpace(app)), " "))
+		e.Append = defArgs
 		if e.Kind == KindLinux {
 			e.Initrd = p.initrds(e.Append)
 		}
@@ -174,7 +171,10 @@ func (p *sysParser) finish(root *sysMenu) error {
 		}
 		p.s.checkFiles(&p.s.res.Entries[len(p.s.res.Entries)-1])
 	default:
-		p.s.warn(p.s.cfg.Path, "no DEFAULT and no UI: %s prompts and boots a kernel named \"linux\" on timeout", p.loader)
+		p.s.warn(p.s.cfg.Path, "no DEFAULT and no UI: %s stops at its boot: prompt", p.loader)
+		forever := time.Duration(-1)
+		cfg.Timeout = &forever
+		return nil
 	}
 	cfg.Timeout = p.waits(menuMode)
 	return nil
