@@ -56,7 +56,6 @@ type sysParser struct {
 	loader     string
 	cwd        string
 	appendG    string
-	hasAppendG bool
 	sysappend  uint64
 	def, defAt string
 	ui         string
@@ -173,7 +172,7 @@ func (p *sysParser) directive(kw, rest, src string) error {
 		if p.cur != nil {
 			p.cur.append, p.cur.hasAppend = rest, true
 		} else {
-			p.appendG, p.hasAppendG = rest, true
+			p.appendG = rest
 		}
 	case kw == "initrd":
 		if p.cur == nil {

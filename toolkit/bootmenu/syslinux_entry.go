@@ -52,9 +52,9 @@ func (p *sysParser) entry(l *sysLabel) Entry {
 	}
 	file, args := word(l.kernel)
 	e.Kind = kindOf(l.ktype, file)
-	app, has := l.append, l.hasAppend
-	if !has {
-		app, has = p.appendG, p.hasAppendG
+	app := l.append
+	if !l.hasAppend {
+		app = p.appendG
 	}
 	if strings.TrimSpace(app) == "-" {
 		app = ""
