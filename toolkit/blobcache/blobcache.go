@@ -206,7 +206,8 @@ func (c *Cache) extract(ctx context.Context, src Source) (Blob, error) {
 		return Blob{}, vmerr.New(vmerr.IO, "blob cache: %s gave %d bytes, want %d (a truncated or damaged medium?); not cached", src.Name, n, src.Size).
 			With("path", src.Name)
 	}
-	if err := tmp.Chmod(0o444); err == nil {
+	err = tmp.Chmod(0o444)
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if err == nil {
