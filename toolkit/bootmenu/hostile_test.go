@@ -119,13 +119,14 @@ func TestHostileGrubBlowups(t *testing.T) {
 		fmt.Fprintf(&fns, "function f%d { f%d; f%d; }\n", i, i+1, i+1)
 	}
 	fns.WriteString("function f25 { true; }\nf0\n")
-	hostile(t, map[string]string{"/g.cfg": fns.String()}, "/g.cfg", Grub, Limits{}, "/g.cfg:", "more than 200000 GRUB commands evaluated")
+	// (A lower step limit than the default keeps the test quick under -race.)
+	hostile(t, map[string]string{"/g.cfg": fns.String()}, "/g.cfg", Grub, Limits{Steps: 20000}, "/g.cfg:", "more than 20000 GRUB commands evaluated")
 	// Each line doubles a value: 2^60 bytes without a value limit.
 	doubling := "a=x\n" + strings.Repeat("a=$a$a\n", 60)
 	hostile(t, map[string]string{"/g.cfg": doubling}, "/g.cfg", Grub, Limits{}, "/g.cfg:18", "value of a is 131072 bytes, more than 65536")
 	loop := "for i in 1 2 3 4 5 6 7 8 9 10; do for j in 1 2 3 4 5 6 7 8 9 10; do for k in 1 2 3 4 5 6 7 8 9 10; do " +
 		"for l in 1 2 3 4 5 6 7 8 9 10; do for m in 1 2 3 4 5 6 7 8 9 10; do for n in 1 2 3 4 5 6 7 8 9 10; do true; done; done; done; done; done; done\n"
-	hostile(t, map[string]string{"/g.cfg": loop}, "/g.cfg", Grub, Limits{}, "/g.cfg:1", "GRUB commands evaluated")
+	hostile(t, map[string]string{"/g.cfg": loop}, "/g.cfg", Grub, Limits{Steps: 20000}, "/g.cfg:1", "more than 20000 GRUB commands evaluated")
 	for _, c := range []struct{ cfg, src, msg string }{
 		{"menuentry 'x {\n linux /k\n}\n", "/g.cfg:1", "unterminated ' quote"},
 		{"menuentry \"x {\n", "/g.cfg:1", "unterminated \" quote"},
