@@ -139,6 +139,16 @@ func (e Entry) String() string {
 	return b.String()
 }
 
+// Record is the entry as vmscript reports it (see package record): its
+// fields and its one-line summary as "line".
+func (e Entry) Record() any {
+	type fields Entry
+	return struct {
+		fields
+		Line string `json:"line"`
+	}{fields(e), e.String()}
+}
+
 // Warning is something the parser could not decide statically or that the
 // loader would skip.
 type Warning struct {
@@ -150,6 +160,19 @@ type Warning struct {
 
 // String is "source: message".
 func (w Warning) String() string { return w.Source + ": " + w.Message }
+
+// Record is the warning's fields and its line ("source: message").
+func (w Warning) Record() any {
+	type fields Warning
+	return struct {
+		fields
+		Line string `json:"line"`
+	}{fields(w), w.String()}
+}
+
+// Forever is the Config.Timeout of a menu that waits for a key press (a
+// record shows it as -1 seconds).
+const Forever = -time.Second
 
 // Config describes one top-level config file that was parsed.
 type Config struct {
@@ -166,8 +189,8 @@ type Config struct {
 	// UI is the syslinux menu module (UI, or a DEFAULT naming a .c32).
 	UI string `json:"ui,omitempty"`
 	// Timeout is how long the menu waits before booting the default entry:
-	// negative when it waits for a key press for ever, nil when it is only
-	// known at boot.
+	// Forever when it waits for a key press, nil when it is only known at
+	// boot.
 	Timeout *time.Duration `json:"timeout,omitempty"`
 }
 

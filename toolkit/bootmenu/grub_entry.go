@@ -213,7 +213,7 @@ func (e *geval) summarise(top *gctx) {
 // grubTimeout is the menu's timeout: unset or negative waits for ever.
 func grubTimeout(ctx *gctx) *time.Duration {
 	v, ok := ctx.env["timeout"]
-	d := time.Duration(-1)
+	d := Forever
 	switch {
 	case !ok:
 	case v.unknown:

@@ -145,7 +145,7 @@ func TestGrubConstructs(t *testing.T) {
 		}
 	}
 	c := r.Configs[0]
-	if c.Default != "1" || c.Timeout == nil || *c.Timeout != -1 {
+	if c.Default != "1" || c.Timeout == nil || *c.Timeout != Forever {
 		t.Errorf("config of the menu shown first (other.cfg, default 1, no timeout): %+v", c)
 	}
 	want3 := []string{"/boot/grub/grub.cfg", "/boot/grub/extra.cfg", "/boot/grub/other.cfg"}
@@ -160,14 +160,14 @@ func TestGrubDefaults(t *testing.T) {
 		set, want, warning string
 		timeout            time.Duration
 	}{
-		{"", "A", "", -1},
+		{"", "A", "", Forever},
 		{"set default=2\nset timeout=0\n", "D", "", 0},
-		{"set default=a\nset timeout=-1\n", "A", "", -1},
+		{"set default=a\nset timeout=-1\n", "A", "", Forever},
 		{"set default='1>1'\nset timeout=3\n", "C", "", 3 * time.Second},
-		{"set default='S>B'\n", "B", "", -1},
-		{"set default=1\n", "", "is a submenu", -1},
-		{"set default=9\n", "", "names no entry", -1},
-		{"load_env\nset default=\"${saved_entry}\"\n", "", "only known at boot", -1},
+		{"set default='S>B'\n", "B", "", Forever},
+		{"set default=1\n", "", "is a submenu", Forever},
+		{"set default=9\n", "", "names no entry", Forever},
+		{"load_env\nset default=\"${saved_entry}\"\n", "", "only known at boot", Forever},
 	} {
 		t.Run(c.set, func(t *testing.T) {
 			r := mustParse(t, mapFS(map[string]string{"/grub.cfg": c.set + entries}), "/grub.cfg", Grub)

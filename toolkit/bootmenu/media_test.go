@@ -92,10 +92,10 @@ func TestDebianNetbootTree(t *testing.T) {
 	if missing != 10 {
 		t.Errorf("%d missing includes, want 10", missing)
 	}
-	if c := r.Configs[0]; c.Path != "/pxelinux.cfg/default" || !strings.HasSuffix(c.UI, "vesamenu.c32") || *c.Timeout != -1 || len(c.Files) != 10 {
+	if c := r.Configs[0]; c.Path != "/pxelinux.cfg/default" || !strings.HasSuffix(c.UI, "vesamenu.c32") || *c.Timeout != Forever || len(c.Files) != 10 {
 		t.Errorf("pxelinux config: %+v", c)
 	}
-	if c := r.Configs[1]; c.Path != "/debian-installer/amd64/grub/grub.cfg" || *c.Timeout != -1 {
+	if c := r.Configs[1]; c.Path != "/debian-installer/amd64/grub/grub.cfg" || *c.Timeout != Forever {
 		t.Errorf("grub config: %+v", c)
 	}
 }

@@ -172,7 +172,7 @@ func (p *sysParser) finish(root *sysMenu) error {
 		p.s.checkFiles(&p.s.res.Entries[len(p.s.res.Entries)-1])
 	default:
 		p.s.warn(p.s.cfg.Path, "no DEFAULT and no UI: %s stops at its boot: prompt", p.loader)
-		forever := time.Duration(-1)
+		forever := Forever
 		cfg.Timeout = &forever
 		return nil
 	}
@@ -189,7 +189,7 @@ func (p *sysParser) waits(menuMode bool) *time.Duration {
 	case !menuMode && p.prompt == 0:
 		d = 0
 	case p.timeout <= 0:
-		d = -1
+		d = Forever
 	}
 	return &d
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/vmscript/vmscript/toolkit/record"
 )
 
 // mapFS builds an in-memory medium; a value "" makes an empty file.
@@ -206,15 +208,15 @@ func TestSyslinuxDefaults(t *testing.T) {
 		timeout     time.Duration
 		warning     string
 	}{
-		{"DEFAULT label without UI", "prompt 1\ntimeout 0\ndefault b\nlabel a\n kernel /a\nlabel b\n kernel /b\n", "b", -1, ""},
+		{"DEFAULT label without UI", "prompt 1\ntimeout 0\ndefault b\nlabel a\n kernel /a\nlabel b\n kernel /b\n", "b", Forever, ""},
 		{"DEFAULT overrides MENU DEFAULT", "ui menu.c32\ntimeout 30\ndefault b\nlabel a\n menu default\n kernel /a\nlabel b\n kernel /b\n", "b", 3 * time.Second, ""},
 		{"the last DEFAULT wins", "default a\nlabel a\n kernel /a\nlabel b\n kernel /b\ndefault b\n", "b", 0, ""},
-		{"DEFAULT in a submenu", "ui menu.c32\ndefault deep\nlabel a\n kernel /a\nmenu begin x\nlabel deep\n kernel /d\nmenu end\n", "deep", -1, ""},
-		{"first entry of the top menu", "default vesamenu.c32\nmenu begin x\nlabel deep\n kernel /d\nmenu end\nlabel a\n kernel /a\n", "", -1, ""},
-		{"first entry is a boot entry", "ui menu.c32\nlabel a\n kernel /a\nlabel b\n kernel /b\n", "a", -1, ""},
-		{"DEFAULT naming no label with UI", "ui menu.c32\ndefault nothing\nlabel a\n kernel /a\n", "a", -1, "names no label"},
-		{"no DEFAULT, no UI", "label a\n kernel /a\n", "", -1, "boot: prompt"},
-		{"hidden label is not the default", "ui menu.c32\ndefault h\nlabel a\n kernel /a\nlabel h\n menu hide\n kernel /h\n", "a", -1, "names no label"},
+		{"DEFAULT in a submenu", "ui menu.c32\ndefault deep\nlabel a\n kernel /a\nmenu begin x\nlabel deep\n kernel /d\nmenu end\n", "deep", Forever, ""},
+		{"first entry of the top menu", "default vesamenu.c32\nmenu begin x\nlabel deep\n kernel /d\nmenu end\nlabel a\n kernel /a\n", "", Forever, ""},
+		{"first entry is a boot entry", "ui menu.c32\nlabel a\n kernel /a\nlabel b\n kernel /b\n", "a", Forever, ""},
+		{"DEFAULT naming no label with UI", "ui menu.c32\ndefault nothing\nlabel a\n kernel /a\n", "a", Forever, "names no label"},
+		{"no DEFAULT, no UI", "label a\n kernel /a\n", "", Forever, "boot: prompt"},
+		{"hidden label is not the default", "ui menu.c32\ndefault h\nlabel a\n kernel /a\nlabel h\n menu hide\n kernel /h\n", "a", Forever, "names no label"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := mustParse(t, mapFS(map[string]string{"/syslinux.cfg": c.cfg}), "/syslinux.cfg", Syslinux)
@@ -335,5 +337,30 @@ func TestFindLoaders(t *testing.T) {
 	empty, err := Find(fstest.MapFS{"README": &fstest.MapFile{}})
 	if err != nil || len(empty.Entries) != 0 || !hasWarning(empty, "/", "no isolinux") {
 		t.Errorf("empty medium: %+v %v", empty, err)
+	}
+}
+
+func TestRecords(t *testing.T) {
+	r := mustParse(t, isolinuxMedium(), "/isolinux/isolinux.cfg", Isolinux)
+	m := record.Map(r.Entries[1])
+	for _, k := range []string{"label", "kernel", "initrd", "append", "loader", "source", "kind", "name", "hotkey", "default", "help", "line"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("record of an entry has no %q: %v", k, m)
+		}
+	}
+	if m["line"] != r.Entries[1].String() || m["default"] != true {
+		t.Errorf("record %v", m)
+	}
+	c := record.Map(r.Configs[0])
+	if c["timeout"] != 5.0 {
+		t.Errorf("timeout in seconds: %v", c["timeout"])
+	}
+	forever := Forever
+	if v := record.Value(Config{Timeout: &forever}); v.(map[string]any)["timeout"] != -1.0 {
+		t.Errorf("forever: %v", v)
+	}
+	w := record.Map(Warning{Source: "/a:1", Message: "m"})
+	if w["line"] != "/a:1: m" {
+		t.Errorf("warning record %v", w)
 	}
 }
