@@ -1,0 +1,5 @@
+//go:build !race
+
+package initramfs
+
+const raceEnabled = false
