@@ -14,6 +14,15 @@ args = {}
 ---@type table<integer, string>
 arg = {}
 
+--- The ISO boot menu entry a VM booted directly (qemu.start{iso=, entry=}).
+---@class vmscript.BootedEntry
+---@field iso string The ISO, attached as a CD-ROM.
+---@field entry {label: string, kernel: string, initrd: string[], append: string, loader: string, source: string, kind: string, name?: string, hotkey?: string, menu?: string[], default?: boolean, hidden?: boolean, config?: string, help?: string, condition?: string, line: string} The menu entry as iso_image:boot_entries gives it.
+---@field kernel {path: string, sha256: string, size: integer, reused: boolean, repaired?: string} The kernel taken out of the ISO (blob cache).
+---@field initrd {path: string, sha256: string, size: integer, reused: boolean, repaired?: string}[] The initrds taken out of the ISO.
+---@field initramfs string The file QEMU loaded: the initrd, or the initrds joined.
+---@field append string The kernel command line QEMU passed: the entry's, then append_extra.
+
 --- A built lab guest as lab.image returns it: its directory and the paths of its files.
 ---@class vmscript.LabImage
 ---@field name string The lab's name ("mini" or "systemd").
@@ -37,8 +46,9 @@ arg = {}
 ---@class vmscript.QemuStartOpts
 ---@field name? string VM name, unique in the run; file names in the run directory start with it (default "vm").
 ---@field lab? ("mini"|"systemd") Boot a lab guest's kernel and initramfs (built with `vmscript lab build`).
----@field append_extra? string Words added to the lab guest's kernel command line (needs lab).
+---@field append_extra? string Words added to the kernel command line of the lab guest or the ISO's entry (needs lab or entry), e.g. "console=ttyS0,115200".
 ---@field iso? string ISO image to boot from (attached read-only).
+---@field entry? (string|integer) Boot this entry of the ISO's own boot menu directly: its label (exact, else the one entry whose label contains it, ignoring case) or its number among the Linux entries of the firmware's loader (isolinux under BIOS, GRUB under UEFI). Its kernel and initrds come out of the ISO (cached by content), the ISO stays attached as a CD-ROM; vm.entry says what booted. An unknown entry's error lists them.
 ---@field kernel? string Kernel for direct boot.
 ---@field initrd? string Initramfs for direct boot.
 ---@field append? string Kernel command line for direct boot.
@@ -142,6 +152,40 @@ function __Console:interact() end
 ---@return {index: integer, text: string, output: string}
 function __Console:dialog(cases) end
 
+--- An initrd opened in place (cpio newc, uncompressed or gzip/xz/zstd/lzma/lz4/bzip2, several archives concatenated, an early-microcode archive in front), read like an iso_image.
+---@class vmscript.Initramfs
+---@field path string The initrd's name ("iso:/path" inside an ISO).
+---@field compression string Its segments' formats, e.g. "cpio+zstd" for a microcode archive in front of a zstd one.
+---@field segments {offset: integer, length: integer, format: string, size: integer, members: integer}[] The concatenated archives: offset, length, format, size (uncompressed), members.
+local __Initramfs = {}
+
+--- The entries of a directory (default "/"), sorted by name, like ls -l.
+---@param dir? string
+---@return {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}[]
+function __Initramfs:list(dir) end
+
+--- Every entry, depth first in name order; with fn, call it for each (return false to stop), else return the list.
+---@param fn? fun(entry: table): boolean?
+---@return table[]?
+function __Initramfs:walk(fn) end
+
+--- The entry at path (a symlink itself); kind="notfound" when missing.
+---@param path string
+---@return {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}
+function __Initramfs:stat(path) end
+
+--- Whether path exists.
+---@param path string
+---@return boolean
+function __Initramfs:exists(path) end
+
+--- A file's content (symlinks followed inside the archive), at most max bytes (default 16 MiB); second result: truncated.
+---@param path string
+---@param opts? {max?: integer}
+---@return string
+---@return boolean
+function __Initramfs:read(path, opts) end
+
 --- An opened ISO 9660 image or squashfs; paths may start with "/" or not.
 ---@class vmscript.IsoImage
 ---@field path string The image's path ("iso:/path/in/iso" for a squashfs inside an ISO).
@@ -185,6 +229,23 @@ function __IsoImage:boot() end
 ---@param path string
 ---@return vmscript.IsoImage
 function __IsoImage:squashfs(path) end
+
+--- The boot menu entries (isolinux/syslinux/pxelinux and GRUB configs, found where the loaders look, or opts.config read as opts.loader): {label, kernel, initrd, append, loader, source=file:line, kind, default, ...}, then the warnings (what only the boot decides, or the loader skips, with file:line) and the configs read. A config the loader could not read either (an include loop, a binary file, too many entries) is an error.
+---@param opts? {config?: string, loader?: "isolinux"|"syslinux"|"pxelinux"|"grub"}
+---@return {label: string, kernel: string, initrd: string[], append: string, loader: string, source: string, kind: string, name?: string, hotkey?: string, menu?: string[], default?: boolean, hidden?: boolean, config?: string, help?: string, condition?: string, line: string}[]
+---@return {source: string, message: string, line: string}[]
+---@return {path: string, loader: string, files: string[], default?: string, ui?: string, timeout?: number}[]
+function __IsoImage:boot_entries(opts) end
+
+--- Open the initrd at path inside this image in place (e.g. an entry's initrd[1]).
+---@param path string
+---@return vmscript.Initramfs
+function __IsoImage:initramfs(path) end
+
+--- Copy a file out of the image into the content-addressed blob cache (~/.cache/vmscript/blobs), once: {path, sha256, size, reused}.
+---@param path string
+---@return {path: string, sha256: string, size: integer, reused: boolean, repaired?: string}
+function __IsoImage:extract(path) end
 
 --- A virtual LAN: switch, gateway (DHCP, DNS, NAT) and its logs in the run directory.
 ---@class vmscript.LAN
@@ -365,6 +426,7 @@ function __SSHClient:close() end
 ---@field console vmscript.Console The serial console.
 ---@field screen vmscript.Screen The display (VGA text read exactly, graphics by OCR).
 ---@field forwards {proto: string, host_addr: string, host: integer, guest: integer}[] Port forwards: host is the port on host_addr that reaches guest.
+---@field entry? vmscript.BootedEntry The ISO boot menu entry booted with qemu.start{entry=} (nil otherwise): {iso, entry, kernel, initrd, initramfs, append}.
 local __VM = {}
 
 --- Run a QMP command and return its "return" value (30 s bound).
@@ -481,6 +543,19 @@ function iso.open_squashfs(path) end
 ---@param b vmscript.IsoImage|string
 ---@return {path: string, op: string, what: string[], a?: {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}, b?: {path: string, name: string, type: string, mode: string, perm: integer, size: integer, mtime: string, target?: string, uid: integer, gid: integer, line: string}, line: string}[]
 function iso.diff(a, b) end
+
+--- For a directory such as a netboot tree (symlinks stay inside it). The boot menu entries (isolinux/syslinux/pxelinux and GRUB configs, found where the loaders look, or opts.config read as opts.loader): {label, kernel, initrd, append, loader, source=file:line, kind, default, ...}, then the warnings (what only the boot decides, or the loader skips, with file:line) and the configs read. A config the loader could not read either (an include loop, a binary file, too many entries) is an error.
+---@param dir string
+---@param opts? {config?: string, loader?: "isolinux"|"syslinux"|"pxelinux"|"grub"}
+---@return {label: string, kernel: string, initrd: string[], append: string, loader: string, source: string, kind: string, name?: string, hotkey?: string, menu?: string[], default?: boolean, hidden?: boolean, config?: string, help?: string, condition?: string, line: string}[]
+---@return {source: string, message: string, line: string}[]
+---@return {path: string, loader: string, files: string[], default?: string, ui?: string, timeout?: number}[]
+function iso.boot_entries(dir, opts) end
+
+--- Open an initrd file on the host in place.
+---@param path string
+---@return vmscript.Initramfs
+function iso.initramfs(path) end
 
 --- The run directory and its timeline (timeline.jsonl).
 ---@class vmscript.module.journal

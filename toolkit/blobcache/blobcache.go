@@ -63,8 +63,15 @@ type Source struct {
 	Open func() (io.ReadCloser, error)
 }
 
-// DefaultDir is ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/blobs.
+// DirEnv names the environment variable that moves the default cache.
+const DirEnv = "VMSCRIPT_BLOB_DIR"
+
+// DefaultDir is $VMSCRIPT_BLOB_DIR, else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/vmscript/blobs.
 func DefaultDir() (string, error) {
+	if d := os.Getenv(DirEnv); d != "" {
+		return d, nil
+	}
 	base, err := os.UserCacheDir()
 	if err != nil {
 		return "", vmerr.Wrap(vmerr.IO, err, "blob cache: no cache directory")

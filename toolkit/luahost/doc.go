@@ -27,7 +27,7 @@ type TypeDoc struct {
 
 // Types returns the table types of the reference sorted by name.
 func Types() []TypeDoc {
-	out := []TypeDoc{labImageType(), patternType(), qemuStartOpts(), warmInfoType()}
+	out := []TypeDoc{bootedEntryType(), labImageType(), patternType(), qemuStartOpts(), warmInfoType()}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }

@@ -16,14 +16,14 @@ func isoModule() Module {
 	return Module{
 		Name: "iso",
 		Doc:  "Inspect ISO 9660 images and squashfs filesystems without root, loop devices or extraction.",
-		Funcs: []Func{
+		Funcs: append([]Func{
 			{Name: "open", Params: "path: string", Returns: "vmscript.IsoImage", Fn: (*Host).isoOpen,
 				Doc: "Open an ISO 9660 image read-only (Rock Ridge, Joliet, El Torito)."},
 			{Name: "open_squashfs", Params: "path: string", Returns: "vmscript.IsoImage", Fn: (*Host).isoOpenSquashfs,
 				Doc: "Open a bare squashfs file read-only (gzip, xz, zstd, lzo, lzma; not lz4)."},
 			{Name: "diff", Params: "a: vmscript.IsoImage|string, b: vmscript.IsoImage|string", Returns: record.LuaType(iso.Change{}) + "[]", Fn: (*Host).isoDiff,
 				Doc: "List what two images differ in: op \"added\", \"removed\" or \"changed\" (what: type, size, mode, target, content)."},
-		},
+		}, bootMediaFuncs()...),
 	}
 }
 
@@ -39,7 +39,7 @@ func isoImageClass() Class {
 			{Name: "compression", Type: "string", Doc: "The squashfs compressor (\"\" for an ISO)."},
 		},
 		Get: (*Host).isoField,
-		Methods: []Func{
+		Methods: append([]Func{
 			{Name: "list", Params: "dir?: string", Returns: entry + "[]", Fn: (*Host).isoList,
 				Doc: "The entries of a directory (default \"/\"), sorted by name, like ls -l (line is the ls -l line)."},
 			{Name: "walk", Params: "fn?: fun(entry: table): boolean?", Returns: "table[]?", Fn: (*Host).isoWalk,
@@ -54,7 +54,7 @@ func isoImageClass() Class {
 				Doc: "The El Torito boot entries (platform \"BIOS\" or \"UEFI\", boot image path and size); empty when not bootable."},
 			{Name: "squashfs", Params: "path: string", Returns: "vmscript.IsoImage", Fn: (*Host).isoSquashfs,
 				Doc: "Open the squashfs file at path inside this ISO in place, with the same methods (the unsquashfs -ll of split 3)."},
-		},
+		}, bootMediaMethods()...),
 	}
 }
 
@@ -112,6 +112,24 @@ func (h *Host) checkImage(L *lua.LState) *iso.Image {
 	return h.CheckObject(L, 1, "iso_image").(*iso.Image)
 }
 
+// fileTree is what iso_image and initramfs objects share: a read-only
+// tree of files listed, read and walked the same way.
+type fileTree interface {
+	List(dir string) ([]iso.Entry, error)
+	Stat(p string) (iso.Entry, error)
+	Exists(p string) (bool, error)
+	Read(p string, max int64) ([]byte, bool, error)
+	Walk(fn func(iso.Entry) error) error
+}
+
+// checkTree returns the iso_image or initramfs object that is argument 1.
+func (h *Host) checkTree(L *lua.LState) fileTree {
+	if a, ok := h.objectOf(L, L.Get(1), "initramfs").(fileTree); ok {
+		return a
+	}
+	return h.checkImage(L)
+}
+
 func (h *Host) isoField(L *lua.LState, self any, name string) lua.LValue {
 	im := self.(*iso.Image)
 	switch name {
@@ -128,7 +146,7 @@ func (h *Host) isoField(L *lua.LState, self any, name string) lua.LValue {
 }
 
 func (h *Host) isoList(L *lua.LState) int {
-	list, err := h.checkImage(L).List(L.OptString(2, "/"))
+	list, err := h.checkTree(L).List(L.OptString(2, "/"))
 	if err != nil {
 		h.Raise(L, err)
 	}
@@ -137,7 +155,7 @@ func (h *Host) isoList(L *lua.LState) int {
 }
 
 func (h *Host) isoWalk(L *lua.LState) int {
-	im := h.checkImage(L)
+	im := h.checkTree(L)
 	fn, hasFn := L.Get(2).(*lua.LFunction)
 	if !hasFn && L.Get(2) != lua.LNil {
 		h.ArgError(L, 2, "function expected, got %s", L.Get(2).Type())
@@ -178,7 +196,7 @@ func (h *Host) isoWalk(L *lua.LState) int {
 }
 
 func (h *Host) isoStat(L *lua.LState) int {
-	e, err := h.checkImage(L).Stat(L.CheckString(2))
+	e, err := h.checkTree(L).Stat(L.CheckString(2))
 	if err != nil {
 		h.Raise(L, err)
 	}
@@ -187,7 +205,7 @@ func (h *Host) isoStat(L *lua.LState) int {
 }
 
 func (h *Host) isoExists(L *lua.LState) int {
-	ok, err := h.checkImage(L).Exists(L.CheckString(2))
+	ok, err := h.checkTree(L).Exists(L.CheckString(2))
 	if err != nil {
 		h.Raise(L, err)
 	}
@@ -196,9 +214,9 @@ func (h *Host) isoExists(L *lua.LState) int {
 }
 
 func (h *Host) isoRead(L *lua.LState) int {
-	im := h.checkImage(L)
+	im := h.checkTree(L)
 	p := L.CheckString(2)
-	o := h.Opts(L, 3, "iso_image:read")
+	o := h.Opts(L, 3, "read")
 	max := o.Int("max", defaultReadMax)
 	o.Done()
 	data, truncated, err := im.Read(p, int64(max))

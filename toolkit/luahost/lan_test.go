@@ -74,7 +74,7 @@ func TestLANBindingsNoQEMU(t *testing.T) {
 	opts.RawSetString("nics", nics)
 	opts.RawSetString("forwards", h.L.NewTable())
 	h.L.Push(opts)
-	cfg, err := h.qemuSpec(h.L).QEMUConfig()
+	cfg, err := h.qemuSpec(h.L).QEMUConfig(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,7 @@ func (h *Host) specOf(L *lua.LState, t *lua.LTable, fn string) machine.Spec {
 	o := h.OptsOf(L, t, fn)
 	spec := machine.Spec{QEMU: h.qemuConfig(o)}
 	spec.Lab = h.labOpt(o)
+	spec.Entry = entryOpt(o)
 	spec.AppendExtra = o.String("append_extra", "")
 	spec.QEMU.Disks = h.diskOpts(o)
 	spec.QEMU.Forwards = h.forwardOpts(o)
@@ -92,6 +93,28 @@ func (h *Host) qemuConfig(o *Opts) qemu.Config {
 		cfg.Net = string(s)
 	}
 	return cfg
+}
+
+// entryOpt reads "entry": an ISO boot menu entry's label (or part of it),
+// or its number.
+func entryOpt(o *Opts) *machine.EntrySpec {
+	switch v := o.Get("entry").(type) {
+	case lua.LString:
+		if v == "" {
+			o.fail("entry", "must not be empty")
+		}
+		return &machine.EntrySpec{Label: string(v)}
+	case lua.LNumber:
+		if float64(v) != float64(int(v)) || v < 1 {
+			o.fail("entry", "must be a label or a number from 1, got %v", v)
+		}
+		return &machine.EntrySpec{Index: int(v)}
+	case *lua.LNilType:
+		return nil
+	default:
+		o.fail("entry", "must be a label or a number, got %s", v.Type())
+	}
+	return nil
 }
 
 // labOpt reads "lab": the built lab image of that name.
@@ -235,8 +258,9 @@ func qemuStartOpts() TypeDoc {
 		Fields: []Field{
 			{Name: "name", Type: "string?", Doc: "VM name, unique in the run; file names in the run directory start with it (default \"vm\")."},
 			{Name: "lab", Type: "(\"mini\"|\"systemd\")?", Doc: "Boot a lab guest's kernel and initramfs (built with `vmscript lab build`)."},
-			{Name: "append_extra", Type: "string?", Doc: "Words added to the lab guest's kernel command line (needs lab)."},
+			{Name: "append_extra", Type: "string?", Doc: "Words added to the kernel command line of the lab guest or the ISO's entry (needs lab or entry), e.g. \"console=ttyS0,115200\"."},
 			{Name: "iso", Type: "string?", Doc: "ISO image to boot from (attached read-only)."},
+			{Name: "entry", Type: "(string|integer)?", Doc: "Boot this entry of the ISO's own boot menu directly: its label (exact, else the one entry whose label contains it, ignoring case) or its number among the Linux entries of the firmware's loader (isolinux under BIOS, GRUB under UEFI). Its kernel and initrds come out of the ISO (cached by content), the ISO stays attached as a CD-ROM; vm.entry says what booted. An unknown entry's error lists them."},
 			{Name: "kernel", Type: "string?", Doc: "Kernel for direct boot."},
 			{Name: "initrd", Type: "string?", Doc: "Initramfs for direct boot."},
 			{Name: "append", Type: "string?", Doc: "Kernel command line for direct boot."},

@@ -68,7 +68,7 @@ func builtinModules() []Module {
 
 // builtinClasses are the object types of the Lua API, one file each.
 func builtinClasses() []Class {
-	return []Class{checkpointClass(), consoleClass(), isoImageClass(), lanClass(), lanDHCPClass(),
+	return []Class{checkpointClass(), consoleClass(), isoImageClass(), initramfsClass(), lanClass(), lanDHCPClass(),
 		netbootServerClass(), screenClass(), shellClass(), sshClientClass(), vmClass()}
 }
 

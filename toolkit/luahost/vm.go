@@ -39,6 +39,7 @@ func vmClass() Class {
 			{Name: "console", Type: "vmscript.Console", Doc: "The serial console."},
 			{Name: "screen", Type: "vmscript.Screen", Doc: "The display (VGA text read exactly, graphics by OCR)."},
 			{Name: "forwards", Type: record.LuaType(qemu.Forward{}) + "[]", Doc: "Port forwards: host is the port on host_addr that reaches guest."},
+			{Name: "entry", Type: "vmscript.BootedEntry?", Doc: "The ISO boot menu entry booted with qemu.start{entry=} (nil otherwise): {iso, entry, kernel, initrd, initramfs, append}."},
 		},
 		Get: (*Host).vmField,
 		Methods: []Func{
@@ -111,6 +112,11 @@ func (h *Host) vmField(L *lua.LState, self any, name string) lua.LValue {
 		return h.NewObject(L, "screen", scr)
 	case "forwards":
 		return ToLua(L, m.VM.Forwards())
+	case "entry":
+		if e := m.Entry(); e != nil {
+			return ToLua(L, e)
+		}
+		return lua.LNil
 	}
 	return nil
 }

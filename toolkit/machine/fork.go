@@ -18,6 +18,8 @@ type Checkpoint struct {
 	*checkpoint.Checkpoint
 	spec Spec  // the checkpointed guest's
 	pool *Pool // where forks go (nil: no pool)
+	// entry is the ISO entry the guest booted, if any.
+	entry *BootedEntry
 }
 
 // ForkOptions configure Fork.
@@ -51,7 +53,7 @@ func (m *Machine) Checkpoint(ctx context.Context, opt checkpoint.Options) (*Chec
 	if !opt.Continue {
 		m.Stop(DefaultStopGrace)
 	}
-	return &Checkpoint{Checkpoint: cp, spec: m.spec, pool: m.pool}, nil
+	return &Checkpoint{Checkpoint: cp, spec: m.spec, pool: m.pool, entry: m.entry}, nil
 }
 
 // OpenCheckpoint gives the pool a checkpoint read from disk
@@ -137,6 +139,7 @@ func (c *Checkpoint) fork(ctx context.Context, opt ForkOptions) (*Machine, error
 	}
 	spec.NICs = nics
 	m.spec = spec
+	m.entry = c.entry
 	if p := c.pool; p != nil {
 		p.add(m)
 	}

@@ -53,11 +53,16 @@ type Machine struct {
 	run    *journal.Run
 	ports  []Port
 	pool   *Pool
+	entry  *BootedEntry // the ISO entry booted directly, if any
 
 	screenOnce sync.Once
 	screen     *screen.Screen
 	screenErr  error
 }
+
+// Entry returns the ISO boot menu entry the machine booted directly (nil
+// when it booted otherwise).
+func (m *Machine) Entry() *BootedEntry { return m.entry }
 
 // Name returns the VM's name.
 func (m *Machine) Name() string { return m.VM.Name() }
@@ -80,11 +85,15 @@ func (m *Machine) String() string { return "vm " + m.VM.Name() + " (pid " + itoa
 // serial socket (log <name>.console.log in the run directory), then the
 // guest running. On failure nothing is left running.
 func Boot(ctx context.Context, spec Spec) (*Machine, error) {
-	cfg, ports, err := spec.qemuConfig()
+	p, err := spec.plan(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return start(ctx, spec, cfg, ports)
+	m, err := start(ctx, spec, p.cfg, p.ports)
+	if m != nil {
+		m.entry = p.entry
+	}
+	return m, err
 }
 
 // start boots cfg; ports collects the LAN ports QEMU's NICs open.

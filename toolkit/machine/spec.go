@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"time"
@@ -24,7 +25,11 @@ type Spec struct {
 	// to its command line (knobs such as "lab.storage=missing"). It does
 	// not go with QEMU.Kernel, Initrd or ISO.
 	Lab *lab.Image
-	// AppendExtra needs Lab.
+	// Entry boots an entry of QEMU.ISO's own boot menus directly (its
+	// kernel and initrds out of the ISO, with the ISO attached), with
+	// AppendExtra added to its command line.
+	Entry *EntrySpec
+	// AppendExtra needs Lab or Entry.
 	AppendExtra string
 	// NICs are the VM's network cards in guest order (eth0, eth1, …), each
 	// user networking or a port of a vmscript LAN. With NICs and no
@@ -68,40 +73,66 @@ func usage(option, format string, a ...any) error {
 // QEMUConfig returns the QEMU configuration Boot would start: the spec's
 // own with each source added as a device and the NICs converted (a LAN port
 // attaches to its switch only when QEMU starts).
-func (s Spec) QEMUConfig() (qemu.Config, error) {
-	cfg, _, err := s.qemuConfig()
-	return cfg, err
+// An Entry is taken out of the ISO (or found in the blob cache) here.
+func (s Spec) QEMUConfig(ctx context.Context) (qemu.Config, error) {
+	p, err := s.plan(ctx)
+	return p.cfg, err
 }
 
-// qemuConfig turns the spec into QEMU's configuration; ports collects the
-// LAN ports as QEMU opens them.
-func (s Spec) qemuConfig() (qemu.Config, *[]Port, error) {
-	cfg := s.QEMU
+// bootPlan is what Boot starts: QEMU's configuration, the LAN ports it
+// collects as QEMU opens them, and the ISO entry it boots.
+type bootPlan struct {
+	cfg   qemu.Config
+	ports *[]Port
+	entry *BootedEntry
+}
+
+// plan turns the spec into QEMU's configuration.
+func (s Spec) plan(ctx context.Context) (bootPlan, error) {
+	p := bootPlan{cfg: s.QEMU, ports: &[]Port{}}
+	cfg := &p.cfg
 	cfg.Devices = append([]qemu.Device(nil), cfg.Devices...)
-	if s.Lab != nil {
-		if cfg.Kernel != "" || cfg.Initrd != "" || cfg.ISO != "" {
-			return cfg, nil, usage("lab", "boots the lab's kernel and initramfs; do not also give kernel, initrd or iso")
-		}
-		cfg.Devices = append([]qemu.Device{s.Lab.DirectBoot(s.AppendExtra)}, cfg.Devices...)
-	} else if s.AppendExtra != "" {
-		return cfg, nil, usage("append_extra", "needs lab")
+	if err := s.addSource(ctx, &p); err != nil {
+		return p, err
 	}
-	ports := &[]Port{}
 	for i, n := range s.NICs {
 		if n.User == (n.LAN != nil) {
-			return cfg, nil, usage("nics["+itoa(i+1)+"]", "must be either user networking or a LAN")
+			return p, usage("nics["+itoa(i+1)+"]", "must be either user networking or a LAN")
 		}
 	}
-	cfg.NICs = append(cfg.NICs, qemuNICs(s.NICs, ports)...)
+	cfg.NICs = append(cfg.NICs, qemuNICs(s.NICs, p.ports)...)
 	if s.Netboot != nil {
 		if err := s.checkNetbootLAN(); err != nil {
-			return cfg, nil, err
+			return p, err
 		}
 		cfg.Devices = append(cfg.Devices, s.Netboot.BootDevice(s.Bootfile))
 	} else if s.Bootfile != "" {
-		return cfg, nil, usage("bootfile", "needs netboot")
+		return p, usage("bootfile", "needs netboot")
 	}
-	return cfg, ports, nil
+	return p, nil
+}
+
+// addSource adds what the VM boots from Lab or Entry, with AppendExtra.
+func (s Spec) addSource(ctx context.Context, p *bootPlan) error {
+	cfg := &p.cfg
+	switch {
+	case s.Lab != nil && s.Entry != nil:
+		return usage("entry", "boots an ISO's entry; do not also give lab")
+	case s.Lab != nil:
+		if cfg.Kernel != "" || cfg.Initrd != "" || cfg.ISO != "" {
+			return usage("lab", "boots the lab's kernel and initramfs; do not also give kernel, initrd or iso")
+		}
+		cfg.Devices = append([]qemu.Device{s.Lab.DirectBoot(s.AppendExtra)}, cfg.Devices...)
+	case s.Entry != nil:
+		b, err := s.resolveEntry(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		p.entry = b
+	case s.AppendExtra != "":
+		return usage("append_extra", "needs lab or entry")
+	}
+	return nil
 }
 
 // qemuNICs converts NICs; a LAN port attaches to its switch when QEMU

@@ -79,7 +79,7 @@ const placeholderDir = "/vmscript-warm"
 // content of every file it names, the QEMU binary and its version, and
 // ready's inputs.
 func (c *Cache) KeyFor(ctx context.Context, spec machine.Spec, ready []Input) (Key, error) {
-	cfg, err := spec.QEMUConfig()
+	cfg, err := spec.QEMUConfig(ctx)
 	if err != nil {
 		return Key{}, err
 	}

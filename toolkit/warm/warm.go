@@ -215,7 +215,7 @@ func (c *Cache) put(e *Entry, cpDir string) error {
 // leases through it.
 func (c *Cache) restore(ctx context.Context, pool *machine.Pool, req Request, e *Entry) (*Result, error) {
 	spec := req.Spec
-	cfg, err := spec.QEMUConfig()
+	cfg, err := spec.QEMUConfig(ctx)
 	if err != nil {
 		return nil, err
 	}
