@@ -295,12 +295,14 @@ end
 ---@field path string
 ---@field label string
 ---@field boot table[] El Torito entries
----@field squashfs {path: string, compression: string, entries: integer}[]
----@field initramfs {path: string, format: string}[]
----@field cmdlines string[] kernel command lines in boot configs
+---@field entries table[] boot menu entries (iso_image:boot_entries)
+---@field menu_warnings table[] what the boot menus leave to the boot, with file:line
+---@field squashfs {path: string, compression: string, entries: integer, error: string?}[]
+---@field initramfs {path: string, format: string, entries: integer, error: string?}[]
+---@field cmdlines string[] "label [default] (file:line): command line" per Linux entry
 ---@field findings vmscript.IsoFinding[]
 ---@field missing string[] assets found nowhere
----@field listing string the artifact with the ls -l of the ISO and its squashfs images
+---@field listing string the artifact with the ls -l of the ISO, its squashfs images and initramfs
 
 local MAGIC = {
   ["hsqs"] = "squashfs",
@@ -331,96 +333,136 @@ local function matches(path, asset)
   return #path > #asset and path:sub(-#asset) == asset and path:sub(-#asset - 1, -#asset - 1) == "/"
 end
 
---- Inspect an ISO: boot entries, squashfs images (opened in place), an
---- initramfs (named, not unpacked), boot command lines, and where each asset
---- is. Everything goes to the notes; the full listing is an artifact.
+--- Open a file system inside the ISO (a squashfs or an initramfs), list it
+--- into the listing and the trees to search; a failure is a note, not an
+--- error.
+---@param s table the scan: rep, listing, trees
+---@param kind "squashfs"|"initramfs"
+---@param path string
+---@param open fun(): vmscript.IsoImage|vmscript.Initramfs
+local function add_tree(s, kind, path, open)
+  local ok, fs = pcall(open)
+  local item = { path = path }
+  table.insert(s.rep[kind], item)
+  if not ok then
+    item.error, item.entries = tostring(fs), 0
+    notes.observe(kind .. " " .. path .. " could not be opened: " .. tostring(fs))
+    return
+  end
+  local entries = fs:walk()
+  item.entries = #entries
+  item.compression, item.format = fs.compression, fs.compression
+  table.insert(s.listing, "")
+  table.insert(s.listing, string.format("# %s %s (%s)", kind, path, fs.compression))
+  for _, e in ipairs(entries) do table.insert(s.listing, e.line) end
+  table.insert(s.trees, { prefix = "iso:" .. path .. ":", entries = entries })
+end
+
+--- Whether the file at e is an initramfs by its name and first bytes.
+---@param kind string? what magic says
+---@param lower string the lower-cased path
+local function looks_like_initrd(kind, lower)
+  return (kind == "gzip" or kind == "xz" or kind == "zstd" or kind == "cpio" or kind == "lz4")
+    and (lower:find("initr", 1, true) or lower:find("initramfs", 1, true)) ~= nil
+end
+
+--- Walk the ISO: the listing, and each squashfs and initramfs opened in place.
+---@param img vmscript.IsoImage
+---@param s table the scan
+local function scan_files(img, s)
+  local own = img:walk()
+  table.insert(s.trees, { prefix = "iso:", entries = own })
+  for _, e in ipairs(own) do
+    table.insert(s.listing, e.line)
+    if e.type == "file" and e.size >= 4 then
+      local kind = magic((img:read(e.path, { max = 8 })))
+      if kind == "squashfs" then
+        add_tree(s, "squashfs", e.path, function() return img:squashfs(e.path) end)
+      elseif looks_like_initrd(kind, e.path:lower()) then
+        add_tree(s, "initramfs", e.path, function() return img:initramfs(e.path) end)
+      end
+    end
+  end
+end
+
+--- The boot menus: every Linux entry's command line, and the warnings.
+---@param img vmscript.IsoImage
+---@param rep vmscript.IsoReport
+local function read_menus(img, rep)
+  local ok, entries, warnings = pcall(img.boot_entries, img)
+  if not ok then
+    notes.observe("the boot menus of " .. rep.path .. " could not be read: " .. tostring(entries))
+    rep.entries, rep.menu_warnings = {}, {}
+    return
+  end
+  rep.entries, rep.menu_warnings = entries, warnings
+  for _, e in ipairs(entries) do
+    if e.kind == "linux" then
+      table.insert(rep.cmdlines, string.format("%s %q%s (%s): %s", e.loader, e.label,
+        e.default and " [default]" or "", e.source, e.append))
+    end
+  end
+end
+
+--- Where each asset is, over the ISO and the file systems inside it.
+---@param s table the scan
+---@param assets string[]
+local function locate(s, assets)
+  local rep = s.rep
+  for _, a in ipairs(assets) do
+    local f = { asset = a, found = {} }
+    for _, t in ipairs(s.trees) do
+      for _, e in ipairs(t.entries) do
+        if matches(e.path, a) then table.insert(f.found, t.prefix .. e.path) end
+      end
+    end
+    if #f.found == 0 then table.insert(rep.missing, a) end
+    table.insert(rep.findings, f)
+  end
+end
+
+--- The report's summary lines.
+---@param rep vmscript.IsoReport
+---@return string[]
+local function summarize(rep)
+  local summary = {}
+  for _, b in ipairs(rep.boot) do
+    table.insert(summary, string.format("boot: %s %s (%d bytes)", b.platform, b.path or "?", b.size or 0))
+  end
+  for _, kind in ipairs({ "squashfs", "initramfs" }) do
+    for _, t in ipairs(rep[kind]) do
+      table.insert(summary, string.format("%s: %s (%s)", kind, t.path,
+        t.error and ("error: " .. t.error) or string.format("%s, %d entries", t.compression, t.entries)))
+    end
+  end
+  for _, c in ipairs(rep.cmdlines) do table.insert(summary, "entry: " .. c) end
+  for _, w in ipairs(rep.menu_warnings) do table.insert(summary, "menu warning: " .. w.line) end
+  for _, f in ipairs(rep.findings) do
+    table.insert(summary, #f.found > 0 and ("found " .. f.asset .. ": " .. table.concat(f.found, ", "))
+      or ("missing " .. f.asset))
+  end
+  return summary
+end
+
+--- Inspect an ISO: El Torito entries, boot menu entries (with file:line),
+--- squashfs images and initramfs archives opened in place, and where each
+--- asset is in any of them. Everything goes to the notes; the full listing
+--- is an artifact.
 ---@param path string
 ---@param assets string[] path suffixes, e.g. {"pre_nixos/root_key.pub", "pre-nixos.service"}
 ---@param name string? artifact prefix (default "iso")
 ---@return vmscript.IsoReport
 function inv.inspect_iso(path, assets, name)
-  name = name or "iso"
   local img = iso.open(path)
   local rep = { path = path, label = img.label, boot = img:boot(), squashfs = {}, initramfs = {},
     cmdlines = {}, findings = {}, missing = {} }
-  local listing = { "# " .. path .. " (label " .. img.label .. ")" }
-  local images = { { prefix = "iso:", fs = img } }
-  local boot_configs = {}
-  for _, e in ipairs(img:walk()) do
-    listing[#listing + 1] = e.line
-    if e.type == "file" or e.type == "regular" or (e.mode and e.mode:sub(1, 1) == "-") then
-      local lower = e.path:lower()
-      if lower:match("%.cfg$") or lower:match("%.conf$") or lower:match("grub%.cfg") then
-        boot_configs[#boot_configs + 1] = e.path
-      end
-      if e.size >= 4 then
-        local head = img:read(e.path, { max = 8 })
-        local kind = magic(head)
-        if kind == "squashfs" then
-          local ok, sq = pcall(function() return img:squashfs(e.path) end)
-          if ok then
-            local entries = sq:walk()
-            rep.squashfs[#rep.squashfs + 1] = { path = e.path, compression = sq.compression, entries = #entries }
-            listing[#listing + 1] = ""
-            listing[#listing + 1] = "# squashfs " .. e.path .. " (" .. sq.compression .. ")"
-            for _, se in ipairs(entries) do listing[#listing + 1] = se.line end
-            listing[#listing + 1] = ""
-            images[#images + 1] = { prefix = "iso:" .. e.path .. ":", fs = sq, entries = entries }
-          else
-            rep.squashfs[#rep.squashfs + 1] = { path = e.path, compression = "?", entries = 0, error = tostring(sq) }
-            notes.observe("squashfs " .. e.path .. " could not be opened: " .. tostring(sq))
-          end
-        elseif (kind == "gzip" or kind == "xz" or kind == "zstd" or kind == "cpio" or kind == "lz4")
-          and (lower:find("initr", 1, true) or lower:find("initramfs", 1, true)) then
-          rep.initramfs[#rep.initramfs + 1] = { path = e.path, format = kind ~= "cpio" and (kind .. "-compressed cpio") or "cpio" }
-        end
-      end
-    end
-  end
-  for _, cfg in ipairs(boot_configs) do
-    local text = img:read(cfg, { max = 65536 })
-    for line in text:gmatch("[^\n]+") do
-      local args = line:match("^%s*linux%S*%s+%S+%s+(.*)$") or line:match("^%s*append%s+(.*)$")
-        or line:match("^%s*kernel%s+%S+%s+(.*)$")
-      if args then rep.cmdlines[#rep.cmdlines + 1] = cfg .. ": " .. args end
-    end
-  end
-  -- where each asset is
-  local all = {}
-  for _, e in ipairs(img:walk()) do all[#all + 1] = { "iso:", e.path } end
-  for i = 2, #images do
-    for _, e in ipairs(images[i].entries) do all[#all + 1] = { images[i].prefix, e.path } end
-  end
-  for _, a in ipairs(assets) do
-    local f = { asset = a, found = {} }
-    for _, pe in ipairs(all) do
-      if matches(pe[2], a) then f.found[#f.found + 1] = pe[1] .. pe[2] end
-    end
-    if #f.found == 0 then
-      rep.missing[#rep.missing + 1] = a
-      if #rep.initramfs > 0 then
-        f.note = "not in the ISO's file system or squashfs images; " .. rep.initramfs[1].path ..
-          " (" .. rep.initramfs[1].format .. ") is not inspected here"
-      end
-    end
-    rep.findings[#rep.findings + 1] = f
-  end
-  rep.listing = notes.save(name .. "-listing.txt", table.concat(listing, "\n") .. "\n")
-  local summary = {}
-  for _, b in ipairs(rep.boot) do
-    summary[#summary + 1] = string.format("boot: %s %s (%d bytes)", b.platform, b.path or "?", b.size or 0)
-  end
-  for _, s in ipairs(rep.squashfs) do
-    summary[#summary + 1] = string.format("squashfs: %s (%s, %d entries)", s.path, s.compression, s.entries)
-  end
-  for _, r in ipairs(rep.initramfs) do summary[#summary + 1] = "initramfs: " .. r.path .. " (" .. r.format .. ")" end
-  for _, c in ipairs(rep.cmdlines) do summary[#summary + 1] = "cmdline: " .. c end
-  for _, f in ipairs(rep.findings) do
-    summary[#summary + 1] = #f.found > 0 and ("found " .. f.asset .. ": " .. table.concat(f.found, ", "))
-      or ("missing " .. f.asset .. (f.note and (" (" .. f.note .. ")") or ""))
-  end
-  rep.summary = summary
-  notes.observe(string.format("ISO %s (label %q):\n%s", path, img.label, table.concat(summary, "\n")),
+  local s = { rep = rep, listing = { "# " .. path .. " (label " .. img.label .. ")" }, trees = {} }
+  scan_files(img, s)
+  read_menus(img, rep)
+  locate(s, assets)
+  rep.listing = notes.save((name or "iso") .. "-listing.txt", table.concat(s.listing, "\n") .. "\n")
+  rep.summary = summarize(rep)
+  notes.observe(string.format("ISO %s (label %q):\n%s", path, img.label, table.concat(rep.summary, "\n")),
     { evidence = rep.listing })
   return rep
 end

@@ -163,3 +163,15 @@ func TestE2EISOEntry(t *testing.T) {
 		t.Fatalf("output\n%s\nwant\n%s", out, want)
 	}
 }
+
+// TestLargeConcat joins more lines than gopher-lua's fixed registry holds.
+func TestLargeConcat(t *testing.T) {
+	out, err := runLua(t, context.Background(), `
+		local t = {}
+		for i = 1, 100000 do t[i] = "line " .. i end
+		print(#table.concat(t, "\n"), select("#", unpack(t, 1, 50000)))
+	`, nil, Options{})
+	if err != nil || out != "1088894\t50000\n" {
+		t.Fatalf("%v: %q", err, out)
+	}
+}

@@ -93,6 +93,9 @@ type cleanup struct {
 // exitSignal is raised by vmscript.exit to unwind the script; pcall lets it pass.
 type exitSignal struct{ code int }
 
+// registryMaxSize bounds the Lua registry's growth (16 bytes a slot).
+const registryMaxSize = 4 << 20
+
 // New creates a Host whose blocking calls end when ctx is done. Cancel ctx
 // with context.WithCancelCause to say why (see Interrupted and TimedOut).
 func New(ctx context.Context, opt Options) (*Host, error) {
@@ -102,7 +105,10 @@ func New(ctx context.Context, opt Options) (*Host, error) {
 	if opt.Stderr == nil {
 		opt.Stderr = os.Stderr
 	}
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
+	// The registry (gopher-lua's value stack) grows on demand: its fixed
+	// default (5120 slots) fails table.concat or unpack of a few thousand
+	// lines, e.g. the listing of an initramfs, with "registry overflow".
+	L := lua.NewState(lua.Options{SkipOpenLibs: true, RegistryMaxSize: registryMaxSize})
 	h := &Host{L: L, opt: opt, ctx: ctx, started: time.Now(), pool: machine.NewPool(opt.Run),
 		lanNames: map[string]bool{}, objects: map[objectKey]*lua.LUserData{}, metas: map[string]*lua.LTable{}}
 	for _, lib := range []struct {
