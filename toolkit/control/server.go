@@ -106,14 +106,30 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	err := s.reg.Close()
 	s.cancel()
+	// Attached consoles see the cancel, tell their clients why and close;
+	// whatever has not finished within closeGrace is cut off.
+	handlers := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(handlers)
+	}()
+	select {
+	case <-handlers:
+		return err
+	case <-time.After(closeGrace):
+	}
 	s.mu.Lock()
 	for c := range s.conns {
 		c.Close()
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
+	<-handlers
 	return err
 }
+
+// closeGrace is how long Close lets attached clients be told the run
+// ended before it closes their connections.
+const closeGrace = 2 * time.Second
 
 // serve accepts connections until the listener closes.
 func (s *Server) serve() {

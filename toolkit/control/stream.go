@@ -115,6 +115,13 @@ func pumpConsole(ctx context.Context, w *lockedWriter, con *console.Console) str
 				_ = flushConsole(w, con, &mark)
 				return "detached"
 			}
+			select {
+			case <-con.Done(): // the run stopped the VM first
+				_ = flushConsole(w, con, &mark)
+				w.notice("the console of %s closed: %v", con.Name(), con.Err())
+				return "console closed"
+			default:
+			}
 			w.notice("the run ended")
 			return "run ended"
 		case <-tick.C:
