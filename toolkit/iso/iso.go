@@ -537,7 +537,27 @@ func (im *Image) Stat(p string) (Entry, error) {
 	return im.lstatLocked(p)
 }
 
+// lstatLocked is lstat(2): the last element is not followed, the
+// directories leading to it are (/sbin/init under a merged /usr).
 func (im *Image) lstatLocked(p string) (Entry, error) {
+	e, err := im.lstatRealLocked(p)
+	if err == nil || !vmerr.Is(err, vmerr.NotFound) {
+		return e, err
+	}
+	c := clean(p)
+	if c == "." || path.Dir(c) == "." {
+		return e, err
+	}
+	dir, derr := im.resolveLocked(path.Dir(c))
+	if derr != nil || !dir.IsDir() || clean(dir.Path) == path.Dir(c) {
+		return e, err
+	}
+	return im.lstatRealLocked(path.Join(dir.Path, path.Base(c)))
+}
+
+// lstatRealLocked looks p up in its parent's listing; the parent must be a
+// directory, not a symlink to one.
+func (im *Image) lstatRealLocked(p string) (Entry, error) {
 	c := clean(p)
 	if c == "." {
 		fi, err := im.statLocked(".")
@@ -579,7 +599,7 @@ func (im *Image) resolveLocked(p string) (Entry, error) {
 	todo := strings.Split(strings.Trim(abs(p), "/"), "/")
 	cur := "/"
 	hops := 0
-	last, err := im.lstatLocked("/")
+	last, err := im.lstatRealLocked("/")
 	if err != nil {
 		return Entry{}, err
 	}
@@ -591,13 +611,13 @@ func (im *Image) resolveLocked(p string) (Entry, error) {
 			continue
 		case "..":
 			cur = path.Dir(cur)
-			if last, err = im.lstatLocked(cur); err != nil {
+			if last, err = im.lstatRealLocked(cur); err != nil {
 				return Entry{}, err
 			}
 			continue
 		}
 		next := path.Join(cur, elem)
-		e, err := im.lstatLocked(next)
+		e, err := im.lstatRealLocked(next)
 		if err != nil {
 			if vmerr.Is(err, vmerr.NotFound) {
 				return Entry{}, vmerr.New(vmerr.NotFound, "%s: %s does not exist", im.name, abs(p)).With("image", im.name).With("path", abs(p))

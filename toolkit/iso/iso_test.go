@@ -450,3 +450,35 @@ func TestLabISO(t *testing.T) {
 		t.Fatalf("lab.iso boot entries: %v %v", boot, err)
 	}
 }
+
+// TestStatThroughLinkedDirectory: Stat is lstat(2) — the directories on
+// the way are followed (a merged /usr's /sbin -> usr/sbin), the last
+// element is not.
+func TestStatThroughLinkedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "usr/sbin/init"), "#!/bin/sh\n")
+	if err := os.Symlink("usr/sbin", filepath.Join(dir, "sbin")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("init", filepath.Join(dir, "usr/sbin/init-link")); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenSquashfs(mksquash(t, dir, "gzip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	e, err := im.Stat("/sbin/init")
+	if err != nil || !e.IsRegular() || e.Path != "/usr/sbin/init" {
+		t.Errorf("Stat(/sbin/init) = %+v, %v; want the regular file /usr/sbin/init", e, err)
+	}
+	if e, err := im.Stat("/sbin/init-link"); err != nil || !e.IsLink() {
+		t.Errorf("Stat(/sbin/init-link) = %+v, %v; want the link itself", e, err)
+	}
+	if e, err := im.Stat("/sbin"); err != nil || !e.IsLink() {
+		t.Errorf("Stat(/sbin) = %+v, %v; want the link itself", e, err)
+	}
+	if ok, err := im.Exists("/sbin/missing"); ok || err != nil {
+		t.Errorf("Exists(/sbin/missing) = %v, %v", ok, err)
+	}
+}
