@@ -33,7 +33,7 @@ func requireTools(t *testing.T, tools ...string) {
 
 var buildTools = map[string][]string{
 	"mini":    {"apt-get", "apt-cache", "dpkg-deb", "ssh-keygen", "dropbearkey"},
-	"systemd": {"apt-get", "apt-cache", "dpkg-deb", "ssh-keygen", "mmdebstrap", "depmod", "grub-mkrescue", "xorriso"},
+	"systemd": {"apt-get", "apt-cache", "dpkg-deb", "ssh-keygen", "mmdebstrap", "depmod", "grub-mkrescue", "xorriso", "tar2sqfs", "grub-mkstandalone", "mformat", "mcopy"},
 }
 
 // buildOnce builds each image once per test binary, into the default cache

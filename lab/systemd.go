@@ -52,13 +52,14 @@ func (systemdBuilder) outputs() map[string]string {
 	return map[string]string{
 		"vmlinuz": "vmlinuz", "initramfs": "initramfs",
 		"iso": "lab.iso", "good-iso": "lab-good.iso", "netboot": "netboot",
+		"live-iso": "live.iso", "live-good-iso": "live-good.iso",
 		"ssh-key": "ssh-key", "ssh-key.pub": "ssh-key.pub",
 	}
 }
 
 func (systemdBuilder) recipe() string {
-	return fmt.Sprintf("include=%v modules=%v append=%q bad=%q good=%q",
-		systemdInclude, systemdModules, SystemdAppend, RegressionKnobs, GoodKnobs)
+	return fmt.Sprintf("include=%v modules=%v append=%q bad=%q good=%q live=%q live-modules=%v menu=%ds",
+		systemdInclude, systemdModules, SystemdAppend, RegressionKnobs, GoodKnobs, LiveAppend, liveModules, LiveMenuSeconds)
 }
 
 func (systemdBuilder) resolve(ctx context.Context, b *build) (map[string]string, error) {
@@ -74,7 +75,8 @@ func (systemdBuilder) resolve(ctx context.Context, b *build) (map[string]string,
 	if err != nil {
 		return nil, err
 	}
-	deps = append(deps, "mmdebstrap", "grub-pc-bin", "grub-efi-amd64-bin", "pxelinux", "syslinux-common")
+	deps = append(deps, "mmdebstrap", "grub-pc-bin", "grub-efi-amd64-bin", "pxelinux", "syslinux-common",
+		"isolinux", "squashfs-tools-ng", "xorriso", "mtools", "busybox-static")
 	pkgs, err := aptCandidates(ctx, b, deps)
 	if err != nil {
 		return nil, err
@@ -181,10 +183,13 @@ func (systemdBuilder) build(ctx context.Context, b *build) error {
 		b.man.Packages = installed
 		b.man.Packages[k.pkg] = k.version
 	}
-	os.Remove(tarPath)
 	if err := copyFile(k.vmlinuz, filepath.Join(b.dir, "vmlinuz"), 0o644); err != nil {
 		return err
 	}
+	if err := writeLiveISOs(ctx, b, k, tarPath, pub); err != nil {
+		return err
+	}
+	os.Remove(tarPath)
 	if err := writeSystemdISOs(ctx, b, pub); err != nil {
 		return err
 	}

@@ -25,7 +25,20 @@ keyed by a hash of their inputs:
   mini     Debian kernel + busybox + dropbear initramfs; root shell "mini# " on ttyS0
   systemd  minbase Debian with systemd, networkd, sshd, sudo; a stand-in for the
            regression driven by lab.storage=, lab.lan=, lab.shutdown= on the
-           kernel command line; initramfs, lab.iso, lab-good.iso, netboot/ tree`,
+           kernel command line. Outputs: vmlinuz and initramfs (the whole system,
+           direct kernel boot); lab.iso and lab-good.iso (GRUB on the serial
+           console); live.iso and live-good.iso, shaped like a NixOS installer
+           ISO: the system in /nix-store.squashfs, a busybox stage 1 that finds
+           the ISO by its label, an isolinux menu under BIOS and a GRUB menu
+           under UEFI whose default entry has no serial console and whose second
+           entry is "(serial console=ttyS0,115200n8)"; a netboot/ tree.
+           lab.iso and live.iso carry the regression's knobs, the -good ones
+           every knob in its good position.
+
+The knobs the guests read on their kernel command line (add them with
+qemu.start{lab = "systemd", append_extra = "…"} or append_extra with entry=):
+
+` + lab.KnobsText("  "),
 	}
 	cmd.AddCommand(newLabBuildCmd(stdout, stderr), newLabPathCmd(stdout), newLabPruneCmd(stdout))
 	return cmd

@@ -35,6 +35,8 @@ arg = {}
 ---@field iso? string systemd: the bootable ISO with the regression's knobs.
 ---@field good_iso? string systemd: the known-good ISO.
 ---@field netboot? string systemd: the netboot tree.
+---@field live_iso? string systemd: the NixOS-shaped live ISO (system in /nix-store.squashfs, isolinux/GRUB menus, default entry without a serial console) with the regression's knobs.
+---@field live_good_iso? string systemd: the known-good live ISO.
 
 --- A console pattern as a table: a regex or a plain text, optionally one that must settle (a prompt).
 ---@class vmscript.Pattern
@@ -570,7 +572,7 @@ function journal.event(kind, fields) end
 ---@return string
 function journal.dir() end
 
---- The lab guests built by `vmscript lab build` (mini, systemd).
+--- The lab guests built by `vmscript lab build` (mini, systemd). Their kernel command-line knobs (`vmscript lab --help` lists them with their values): lab.storage=ok|hang, lab.lan=match|mismatch, lab.lan_mac=MAC, lab.shutdown=clean|confirm, root=live:LABEL=LABEL, live.squashfs=PATH, live.timeout=SECONDS, live.panic=0|1.
 ---@class vmscript.module.lab
 lab = {}
 

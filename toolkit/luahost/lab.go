@@ -11,12 +11,22 @@ import (
 func labModule() Module {
 	return Module{
 		Name: "lab",
-		Doc:  "The lab guests built by `vmscript lab build` (mini, systemd).",
+		Doc: "The lab guests built by `vmscript lab build` (mini, systemd). Their kernel command-line knobs " +
+			"(`vmscript lab --help` lists them with their values): " + knobNames() + ".",
 		Funcs: []Func{{
 			Name: "image", Params: "name: \"mini\"|\"systemd\"", Returns: "vmscript.LabImage", Fn: (*Host).labImage,
 			Doc: "Paths of a built lab guest: dir, vmlinuz, initramfs, append, ssh_key, and iso, good_iso, netboot for systemd.",
 		}},
 	}
+}
+
+// knobNames lists the lab's knobs as "lab.storage=ok|hang, …".
+func knobNames() string {
+	var names []string
+	for _, k := range lab.Knobs {
+		names = append(names, k.Name+"="+k.Values)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (h *Host) labImage(L *lua.LState) int {
@@ -60,6 +70,8 @@ func labImageType() TypeDoc {
 			{Name: "iso", Type: "string?", Doc: "systemd: the bootable ISO with the regression's knobs."},
 			{Name: "good_iso", Type: "string?", Doc: "systemd: the known-good ISO."},
 			{Name: "netboot", Type: "string?", Doc: "systemd: the netboot tree."},
+			{Name: "live_iso", Type: "string?", Doc: "systemd: the NixOS-shaped live ISO (system in /nix-store.squashfs, isolinux/GRUB menus, default entry without a serial console) with the regression's knobs."},
+			{Name: "live_good_iso", Type: "string?", Doc: "systemd: the known-good live ISO."},
 		},
 	}
 }
