@@ -9,7 +9,7 @@
 --
 -- Parameters (-a key=value):
 --   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
---   iso=PATH | knobs="lab.storage=hang …"   what to boot (default: the lab's lab.iso)
+--   iso=PATH | knobs="lab.storage=hang …"   what to boot (default: the lab's live.iso)
 --   unit=pre-nixos.service  status=/run/pre-nixos/storage-status  iface=lan
 --   net=user|lan   user networking with an SSH forward (default), or the vmscript LAN
 --   ssh_key=PATH   the key SSH tries (default: the lab's key)

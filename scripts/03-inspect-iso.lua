@@ -7,7 +7,8 @@
 -- the plan, with no root, no loop device and no extraction.
 --
 -- Parameters (-a key=value):
---   iso=PATH       the ISO to inspect (default: the lab's lab.iso)
+--   iso=PATH       the ISO to inspect (default: the lab's live.iso, NixOS-shaped:
+--                  its system in /nix-store.squashfs)
 --   assets="a;b"   path suffixes to look for (default
 --                  "pre_nixos/root_key.pub;pre-nixos.service;systemd/network")
 --
@@ -17,7 +18,7 @@
 local inv = require "vmscript.investigation"
 
 local ok, img = pcall(lab.image, "systemd")
-local path = args.iso or (ok and img.iso) or error("pass -a iso=PATH (no lab image built)")
+local path = args.iso or (ok and (img.live_iso or img.iso)) or error("pass -a iso=PATH (no lab image built)")
 local assets = {}
 for a in (args.assets or "pre_nixos/root_key.pub;pre-nixos.service;systemd/network"):gmatch("[^;]+") do
   assets[#assets + 1] = a

@@ -7,7 +7,7 @@
 --
 -- Parameters (-a key=value):
 --   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
---   iso=PATH | knobs="lab.lan=mismatch"   what to boot (default: the lab's lab.iso)
+--   iso=PATH | knobs="lab.lan=mismatch"   what to boot (default: the lab's live.iso)
 --   iface=lan  unit=pre-nixos.service  lease_timeout=30s  memory=1536M  boot_timeout=6m
 -- Exit: 0 the interface holds a lease, 1 it does not, 125 cannot tell.
 

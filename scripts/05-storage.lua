@@ -6,7 +6,7 @@
 --
 -- Parameters (-a key=value):
 --   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
---   iso=PATH | knobs="lab.storage=hang"   what to boot (default: the lab's lab.iso)
+--   iso=PATH | knobs="lab.storage=hang"   what to boot (default: the lab's live.iso)
 --   unit=pre-nixos.service  status=/run/pre-nixos/storage-status  memory=1536M  boot_timeout=6m
 -- Exit: 0 the status was written, 1 it was not.
 

@@ -9,7 +9,7 @@
 --
 -- Parameters (-a key=value):
 --   cold=1   boot cold (default: restore the guest logged in from its warm state, saved by the first run)
---   iso=PATH | knobs="lab.shutdown=confirm"   what to boot (default: the lab's lab.iso)
+--   iso=PATH | knobs="lab.shutdown=confirm"   what to boot (default: the lab's live.iso)
 --   variants="systemctl poweroff --no-wall;poweroff"   (";"-separated; "acpi" = power button)
 --   fresh=1        a fresh boot per variant instead of checkpoint forks
 --   deadline=120s  per variant; sudo_user=nixos sudo_password=nixos memory=1536M

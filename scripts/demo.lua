@@ -7,28 +7,20 @@
 -- same harness: if it is healthy, the harness and host are cleared and the
 -- fault is in the guest image.
 --
--- Parameters (-a key=value):
---   iso=PATH        the ISO under investigation (default: the lab's lab.iso)
---   good_iso=PATH   the known-good ISO (default: the lab's lab-good.iso)
+-- Parameters (-a key=value): those of lua/vmscript/investigation.lua, among them
+--   iso=PATH        the ISO under investigation (default: the lab's live.iso,
+--                   NixOS-shaped: its default entry has no serial console)
+--   good_iso=PATH   the known-good ISO (default: the lab's live-good.iso)
+--   via=entry|menu|screen  how a serial shell is reached on such an ISO
+--                   (default entry: its "(serial console=…)" entry booted directly)
 --   unit=NAME       the provisioning unit (default pre-nixos.service)
 --   status=PATH     the status file it waits for (default /run/pre-nixos/storage-status)
 --   iface=NAME      the interface that should get a lease (default lan)
 
-local img = lab.image("systemd")
-local iso = args.iso or img.iso
-local good_iso = args.good_iso or img.good_iso
-local unit = args.unit or "pre-nixos.service"
-local status_file = args.status or "/run/pre-nixos/storage-status"
-local iface = args.iface or "lan"
+local inv = require "vmscript.investigation"
 
---- Boot an ISO and log in as root on the serial console.
----@param name string
----@param path string
-local function boot(name, path)
-  local vm = qemu.start{ name = name, iso = path, memory = "1536M" }
-  vm.console:watch("Kernel panic", "fail")
-  return vm
-end
+local p = inv.params(args)
+local unit, status_file, iface = p.unit, p.status, p.iface
 
 --- Run the diagnostic bundle over the serial shell and record each command.
 ---@return table<string, {output: string, code: integer}>
@@ -50,11 +42,11 @@ end
 
 -- Both guests boot at once: the harness waits on each in turn and loses nothing.
 notes.step("Split 1 and 2: boot the ISO under investigation and a known-good ISO with the same harness")
-local bad = boot("iso", iso)
-local good = boot("good-iso", good_iso)
+local bad = inv.start(p, "subject", { name = "iso" })
+local good = inv.start(p, "good", { name = "good-iso" })
 
 local function verdict(name, vm)
-  local sh = vm:login{ user = "root", password = "", timeout = "6m" }
+  local sh = inv.login(p, vm) -- notes which way it reached the serial shell
   notes.step(name .. ": diagnostics")
   local r = collect(sh)
   local storage_ok = r.storage.code == 0

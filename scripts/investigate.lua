@@ -19,7 +19,7 @@
 -- 125 inconclusive.
 --
 -- Parameters (-a key=value): see lua/vmscript/investigation.lua —
---   iso=PATH (default lab.iso) or knobs="lab.storage=hang …" (direct lab boot),
+--   iso=PATH (default live.iso; via=entry|menu|screen, firmware=bios|uefi) or knobs="lab.storage=hang …" (direct lab boot),
 --   good_iso=PATH, unit=pre-nixos.service, status=/run/pre-nixos/storage-status,
 --   iface=lan, key=pre_nixos/root_key.pub, memory=1536M, boot_timeout=6m,
 --   lease_timeout=30s, variants="systemctl poweroff --no-wall;poweroff", deadline=120s,

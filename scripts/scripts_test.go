@@ -279,6 +279,17 @@ func TestInvestigate(t *testing.T) {
 			},
 		},
 		{
+			// What make demo runs: the live ISO (every knob bad) against its
+			// known-good twin, each reached by its serial entry.
+			name: "live-iso", code: 1,
+			path:  map[string]string{"baseline": "bad", "host-vs-guest": "good", "build-vs-runtime": "good", "network": "bad", "storage": "bad", "harness": "bad"},
+			wants: []string{"storage detection never wrote the status", "`lan` not found", "interactive [y/N] prompt"},
+			check: func(t *testing.T, r result, notes string) {
+				contains(t, "notes", notes, "subject: reached the serial shell via entry", "good: reached the serial shell via entry",
+					"iso:/nix-store.squashfs:/etc/systemd/system/pre-nixos.service", "root=live:LABEL=VMSCRIPT_LIVE")
+			},
+		},
+		{
 			name: "all-clean", knobs: "lab.storage=ok lab.lan=match lab.shutdown=clean", code: 0,
 			path:  map[string]string{"baseline": "good", "host-vs-guest": "good", "build-vs-runtime": "good", "network": "good", "storage": "good", "harness": "good"},
 			wants: []string{"holds lease 10.0.3.", "every shutdown variant work"},
@@ -299,7 +310,11 @@ func TestInvestigate(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r := vms(t, "investigate.lua", 8*time.Minute, "knobs="+c.knobs)
+			var args []string
+			if c.knobs != "" {
+				args = append(args, "knobs="+c.knobs)
+			}
+			r := vms(t, "investigate.lua", 8*time.Minute, args...)
 			if r.code != c.code {
 				t.Errorf("exit %d, want %d", r.code, c.code)
 			}
@@ -469,6 +484,24 @@ func Test03InspectISO(t *testing.T) {
 			"found pre-nixos.service: iso:/boot/initramfs:/")
 		checkEvidence(t, r.dir)
 	})
+	t.Run("live-iso", func(t *testing.T) {
+		t.Parallel()
+		needLab(t)
+		r := vms(t, "03-inspect-iso.lua", 2*time.Minute)
+		if r.code != 0 {
+			t.Errorf("exit %d, want 0 (every asset is in the ISO or its squashfs)", r.code)
+		}
+		contains(t, "stdout", r.stdout, `label "VMSCRIPT_LIVE"`,
+			"boot: BIOS /isolinux/isolinux.bin", "boot: UEFI /boot/efi.img",
+			"squashfs: /nix-store.squashfs (zstd, ", "initramfs: /boot/initrd (gzip, ",
+			`entry: isolinux "vmscript lab live installer" [default] (/isolinux/isolinux.cfg:`,
+			`entry: isolinux "vmscript lab live installer (serial console=ttyS0,115200n8)" (/isolinux/isolinux.cfg:`,
+			`entry: grub "vmscript lab live installer" [default] (/EFI/boot/grub.cfg:`,
+			"found pre_nixos/root_key.pub: iso:/pre_nixos/root_key.pub",
+			"found pre-nixos.service: ", "iso:/nix-store.squashfs:/etc/systemd/system/pre-nixos.service",
+			"found systemd/network: iso:/nix-store.squashfs:/etc/systemd/network")
+		checkEvidence(t, r.dir)
+	})
 	for _, up := range []struct{ name, path, boot string }{
 		{"ipxe", "/usr/lib/ipxe/ipxe.iso", "boot: BIOS /isolinux.bin"},
 		{"grub-rescue", "/usr/lib/grub-rescue/grub-rescue-cdrom.iso", "boot: BIOS /boot/grub/i386-pc/eltorito.img"},
@@ -487,6 +520,35 @@ func Test03InspectISO(t *testing.T) {
 			}
 			contains(t, "stdout", r.stdout, "iso "+up.path, up.boot, "missing pre_nixos/root_key.pub", "missing pre-nixos.service")
 			checkEvidence(t, r.dir)
+		})
+	}
+}
+
+// TestLiveISOShell reaches a root shell on the NixOS-shaped live ISO by each
+// of the three ways (and by GRUB's menu under UEFI), booting cold, one after
+// another.
+func TestLiveISOShell(t *testing.T) {
+	needQEMU(t)
+	needLab(t)
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"entry", []string{"via=entry"}, []string{"shell via entry", "console=ttyS0,115200n8"}},
+		{"menu-bios", []string{"via=menu"}, []string{"shell via menu", "console=ttyS0,115200n8"}},
+		{"screen", []string{"via=screen"}, []string{"shell via screen"}},
+		{"menu-uefi", []string{"via=menu", "firmware=uefi"}, []string{"shell via menu", "console=ttyS0,115200n8"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := vms(t, "00-shell.lua", 8*time.Minute, append([]string{"cold=1"}, c.args...)...)
+			if r.code != 0 {
+				t.Fatalf("exit %d", r.code)
+			}
+			contains(t, "stdout", r.stdout, append(c.want, "root=live:LABEL=VMSCRIPT_LIVE", "overlay", "/dev/sr0")...)
+			notes, _ := checkEvidence(t, r.dir)
+			contains(t, "notes", notes, "reached the serial shell via "+strings.SplitN(c.name, "-", 2)[0])
 		})
 	}
 }

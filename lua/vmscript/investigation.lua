@@ -5,11 +5,13 @@
 --- walks them all as a half-splitting tree (vmscript.split).
 ---
 --- Parameters (`-a key=value`, read by `investigation.params(args)`):
----   iso=PATH          the ISO under investigation (default: the lab's lab.iso)
+---   iso=PATH          the ISO under investigation (default: the lab's live.iso,
+---                     NixOS-shaped; its lab.iso when the live ISOs are not built)
 ---   knobs="…"         boot the lab's kernel directly (no ISO) with these words
 ---                     added to its command line, e.g. "lab.storage=hang"
 ---                     (the ISO is still what the build split inspects)
----   good_iso=PATH     the known-good ISO (default: lab-good.iso; with knobs=,
+---   good_iso=PATH     the known-good ISO (default: live-good.iso for live.iso,
+---                     else lab-good.iso; with knobs=,
 ---                     the lab's kernel with every knob clean)
 ---   unit=NAME         the provisioning unit (default pre-nixos.service)
 ---   status=PATH       the file it must write (default /run/pre-nixos/storage-status)
@@ -24,6 +26,14 @@
 ---   deadline=DUR      per shutdown variant (default 120s)
 ---   cold=1            boot every guest cold; by default a guest logged in
 ---                     once is restored from its warm state (qemu.warm)
+---   via=WAY           how a guest of an ISO whose default entry has no serial
+---                     console (the live ISOs, NixOS's) reaches a serial shell:
+---                     entry (default: its serial entry booted directly),
+---                     menu (the boot menu on the screen, the serial entry
+---                     chosen with keys) or screen (the default entry, a root
+---                     login typed on the VGA screen starts a serial getty)
+---   firmware=bios|uefi the guests' firmware (default bios; under UEFI a live
+---                     ISO's menu is GRUB's)
 ---@class vmscript.investigation
 local inv = {}
 
@@ -52,6 +62,8 @@ inv.logged_in = {}
 ---@field variants string[]
 ---@field deadline string
 ---@field cold boolean boot cold instead of restoring warm states
+---@field via "entry"|"menu"|"screen" the way to a serial shell on a live ISO
+---@field firmware "bios"|"uefi"
 ---@field img table the lab image (lab.image("systemd")), or {} when not built
 
 --- Split "a;b;c" into a list.
@@ -75,7 +87,7 @@ function inv.params(a)
   if not ok then img = {} end
   local p = {
     img = img,
-    iso = a.iso or img.iso,
+    iso = a.iso or img.live_iso or img.iso,
     knobs = a.knobs,
     good_iso = a.good_iso,
     unit = a.unit or "pre-nixos.service",
@@ -92,8 +104,15 @@ function inv.params(a)
     variants = list(a.variants or "systemctl poweroff --no-wall;poweroff"),
     deadline = a.deadline or "120s",
     cold = a.cold == "1",
+    via = a.via or "entry",
+    firmware = a.firmware or "bios",
   }
-  if p.good_iso == nil and not p.knobs then p.good_iso = img.good_iso end
+  if p.via ~= "entry" and p.via ~= "menu" and p.via ~= "screen" then
+    error({ kind = "usage", message = "via=" .. p.via .. ": want entry, menu or screen" }, 0)
+  end
+  if p.good_iso == nil and not p.knobs then
+    p.good_iso = (p.iso == img.live_iso and img.live_good_iso) or img.good_iso
+  end
   return p
 end
 
@@ -106,6 +125,35 @@ function inv.describe(p)
   return subject, good
 end
 
+--- How each VM reaches its serial shell, by VM name: "iso" (the ISO's
+--- default entry has a serial console), "entry", "menu" or "screen".
+---@type table<string, string>
+inv.vias = {}
+
+--- The way to a serial shell on the ISO at path: "iso" when its default
+--- BIOS entry already has a serial console (boot it as it is), else p.via.
+---@param p vmscript.InvestigationParams
+---@param path string
+---@return string
+local function via_for(p, path)
+  local ok, entries = pcall(function() return iso.open(path):boot_entries() end)
+  if not ok then return "iso" end
+  for _, e in ipairs(entries) do
+    if e.default and e.kind == "linux" and (e.loader == "grub") == (p.firmware == "uefi") then
+      return e.append:find("console=ttyS", 1, true) and "iso" or p.via
+    end
+  end
+  return "iso"
+end
+
+--- Boot opts.iso the way via says: "entry" boots its serial entry directly.
+---@param opts vmscript.QemuStartOpts
+---@param via string
+local function boot_iso_via(opts, via)
+  inv.vias[opts.name] = via
+  if via == "entry" then opts.entry = "serial console" end
+end
+
 --- qemu.start's options for the subject (which="subject") or the
 --- known-good image (which="good"), with the same harness: memory, network.
 ---@param p vmscript.InvestigationParams
@@ -114,7 +162,7 @@ end
 ---@return vmscript.QemuStartOpts
 local function start_opts(p, which, o)
   o = o or {}
-  local opts = { name = o.name or which, memory = p.memory, net = o.net, forwards = o.forwards }
+  local opts = { name = o.name or which, memory = p.memory, net = o.net, forwards = o.forwards, firmware = p.firmware }
   if which == "subject" then
     if p.knobs then
       opts.lab, opts.append_extra = "systemd", p.knobs
@@ -128,6 +176,7 @@ local function start_opts(p, which, o)
       opts.lab, opts.append_extra = "systemd", "lab.storage=ok lab.lan=match lab.shutdown=clean"
     end
   end
+  if opts.iso then boot_iso_via(opts, via_for(p, opts.iso)) end
   return opts
 end
 
@@ -169,8 +218,10 @@ end
 function inv.boot(p, which, o)
   -- ready closes over the login's parameters only: they, not the rest of
   -- the investigation's, are part of the warm state.
-  local login = { user = p.user, password = p.password, boot_timeout = p.boot_timeout }
-  local vm, sh, info = qemu.warm{ start = start_opts(p, which, o), cold = p.cold, ready = function(vm)
+  local opts = start_opts(p, which, o)
+  local login = { user = p.user, password = p.password, boot_timeout = p.boot_timeout,
+    via_of = inv.vias[opts.name] or "iso" }
+  local vm, sh, info = qemu.warm{ start = opts, cold = p.cold, ready = function(vm)
     vm.console:watch("Kernel panic", "fail")
     return inv.login(login, vm)
   end }
@@ -205,6 +256,36 @@ local function getty_login(p, vm, from)
   return vm:shell{ user = p.user, timeout = "60s" }
 end
 
+--- Bring a guest booted from a live ISO to a serial getty, the way via
+--- says, and note which way it took. "menu": wait for the boot menu on the
+--- screen, choose the serial entry with the keys (Down, Enter); "screen":
+--- wait for the default entry's login on the VGA screen, log in there and
+--- start a getty on the serial port. Returns where the serial login prompt
+--- is to be looked for.
+---@param p vmscript.InvestigationParams|table
+---@param vm vmscript.VM
+---@param via string
+---@return any from
+local function reach_serial(p, vm, via)
+  local how = {
+    iso = "its ISO's default entry, which has a serial console",
+    entry = "the ISO's serial entry, booted directly (qemu.start{entry=})",
+    menu = "the boot menu on the screen: the serial entry chosen with Down, Enter",
+    screen = "the default entry (no serial console): a root login typed on the VGA screen started a serial getty",
+  }
+  if via == "menu" then
+    vm.screen:expect("serial console", { timeout = p.boot_timeout })
+    vm:key("down", "ret")
+  elseif via == "screen" then
+    vm.screen:expect({ re = [[login: ?$]] }, { timeout = p.boot_timeout })
+    vm:type(p.user .. "\n")
+    vm.screen:expect({ re = [[[#$] ?$]] }, { timeout = "3m" })
+    vm:type("systemctl start serial-getty@ttyS0.service\n")
+  end
+  notes.observe(string.format("%s: reached the serial shell via %s: %s", vm.name, via, how[via] or via))
+  return "start"
+end
+
 --- Log in on the serial console (root by default); the duration is noted.
 --- A guest under heavy load sometimes fails to start the login's session
 --- scope ("Failed to start session-1.scope"): the shell dies and the getty
@@ -215,7 +296,7 @@ end
 ---@return vmscript.Shell
 function inv.login(p, vm)
   local t0 = time.now()
-  local from = "start"
+  local from = reach_serial(p, vm, p.via_of or inv.vias[vm.name] or "iso")
   for attempt = 1, 3 do
     local unwatch = vm.console:watch({ re = [[Failed to start .*session-\d+\.scope]] }, "fail")
     local ok, sh = pcall(getty_login, p, vm, from)
