@@ -15,9 +15,13 @@ import (
 
 // Exit codes, fixed because git bisect and CI read them.
 const (
-	exitOK     = 0
-	exitFail   = 1
-	exitUsage  = 2
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+	// exitPanic: the error that ended the script is a guest's kernel
+	// panic (the console's kernel-panic failure pattern), so a bisect or
+	// CI tells "the image panics" from "the script found a fault".
+	exitPanic  = 3
 	exitSIGINT = 130
 )
 

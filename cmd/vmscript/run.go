@@ -106,8 +106,9 @@ timestamped lines; -v mirrors every console line, --quiet shows only errors
 and the script's output. --json and --junit write reports for machines.
 
 Exit codes: 0 when the script ends normally, 1 when it raises an error or
-hits --timeout, 2 for usage errors, 130 on SIGINT (143 on SIGTERM), or the
-code given to vmscript.exit(code).`,
+hits --timeout, 2 for usage errors, 3 when the error that ended it is a
+guest's kernel panic, 130 on SIGINT (143 on SIGTERM), or the code given to
+vmscript.exit(code).`,
 		Example: `  vmscript run scripts/demo.lua
   vmscript run scripts/04-network.lua -a iface=lan --timeout 10m
   vmscript run -k scripts/02-boot.lua        # on failure, a REPL with the VMs still up
@@ -561,6 +562,9 @@ func classify(err error, ctx context.Context, sig os.Signal) (int, string) {
 		msg := describeError(err)
 		if se.Traceback != "" {
 			msg += "\n" + se.Traceback
+		}
+		if se.Cause != nil && se.Cause.Context["failure"] == "kernel-panic" {
+			return exitPanic, msg
 		}
 		return exitFail, msg
 	}

@@ -72,6 +72,7 @@ arg = {}
 ---@field net_user_extra? string Extra options for -netdev user.
 ---@field qemu_args? string[] Extra QEMU arguments, appended as given.
 ---@field binary? string QEMU binary (default qemu-system-x86_64).
+---@field failures? table<string, "fail"|"warn"|"off"|{action?: string, re?: string, text?: string}> Change the console's failure patterns (console:failures) from its first byte, by name: ["kernel-panic"] = "warn", ["oom-kill"] = "off", or a new one {action = "fail", re = "provisioning failed"}.
 
 --- Where qemu.warm's guest came from: the warm cache (hit) or a cold boot that saved its state.
 ---@class vmscript.WarmInfo
@@ -145,6 +146,16 @@ function __Console:tail(n) end
 ---@param action "fail"|fun(line: string)
 ---@return fun()
 function __Console:watch(pattern, action) end
+
+--- The failure patterns watched on this console from its first byte: kernel-panic, oops, kernel-bug, emergency-shell, initramfs-fatal, oom-kill (fail: any wait ends with kind "watch" and the pattern's name as `failure`), soft-lockup, kernel-warning (warn: a `failure` event in the timeline), and what the script changed.
+---@return {name: string, pattern: vmscript.Pattern, action: "fail"|"warn"}[]
+function __Console:failures() end
+
+--- Change a failure pattern from now on: downgrade it to "warn", drop it ("off"), or add one of your own (a new name needs a pattern). qemu.start's `failures` does the same from the first byte.
+---@param name string
+---@param action "fail"|"warn"|"off"
+---@param pattern? string|vmscript.Pattern
+function __Console:on_failure(name, action, pattern) end
 
 --- Attach the terminal to this console (raw mode) until Ctrl-]; typed keys are sent and logged like console:send.
 function __Console:interact() end

@@ -89,6 +89,10 @@ type Options struct {
 	// itself (kind "exited") unless Close is called within EOFGrace. 0 means
 	// DefaultEOFGrace; a negative value disables the automatic close.
 	EOFGrace time.Duration
+	// NoDefaultFailures leaves DefaultFailures out; Failures are installed
+	// after them (a name of theirs replaces one, action Off removes it).
+	NoDefaultFailures bool
+	Failures          []Failure
 }
 
 // Console is a lossless serial console. It is safe for concurrent use.
@@ -125,6 +129,9 @@ type Console struct {
 	lineLog  *eventlog.Log[Line]
 	fails    []*watchFail
 	closeErr *vmerr.Error
+	// failMu guards failures (SetFailure installs a watcher under mu).
+	failMu   sync.Mutex
+	failures []*failureWatch
 	closedCh chan struct{}
 	last     Mark // end of the last successful match
 	rw       io.ReadWriter
@@ -182,6 +189,10 @@ func New(opt Options) (*Console, error) {
 			return nil, vmerr.Wrap(vmerr.IO, err, "console %s: log", opt.Name).With("vm", opt.Name)
 		}
 		c.log = f
+	}
+	if err := c.installFailures(opt.NoDefaultFailures, opt.Failures); err != nil {
+		c.Close(err)
+		return nil, err
 	}
 	return c, nil
 }
@@ -281,7 +292,6 @@ func (c *Console) Feed(p []byte) {
 
 	// 3. Watchers see each completed line before it is published, so a
 	// waiter can never see data past a fail line without the failure.
-	var newFails []*watchFail
 	var lineTexts []string
 	if len(watchers) > 0 || c.run != nil {
 		lineTexts = make([]string, len(st.lines))
@@ -289,16 +299,7 @@ func (c *Console) Feed(p []byte) {
 			lineTexts[i] = lineString(prevText, st.out, textBase, l)
 		}
 	}
-	for _, w := range watchers {
-		if !w.fail {
-			continue
-		}
-		for i, l := range st.lines {
-			if w.match(lineTexts[i]) {
-				newFails = append(newFails, &watchFail{w: w, line: lineTexts[i], textEnd: l.end + 1, rawEnd: l.rawEnd})
-			}
-		}
-	}
+	newFails, failureLines := matchInline(watchers, st.lines, lineTexts)
 
 	// 4. Publish and wake the waiters.
 	c.mu.Lock()
@@ -321,12 +322,14 @@ func (c *Console) Feed(p []byte) {
 	}
 	c.mu.Unlock()
 
-	// 5. The line log, outside mu: the timeline and the fn watchers.
+	// 5. The line log, outside mu: the timeline and the fn watchers; then
+	// the failure patterns' lines, after the lines themselves.
 	if lineTexts != nil {
 		for i, l := range st.lines {
 			c.lineLog.Append(Line{Text: lineTexts[i], RawOffset: l.rawStart})
 		}
 	}
+	c.recordFailures(failureLines)
 }
 
 // Line is a completed console line (ANSI-stripped) and where it starts in

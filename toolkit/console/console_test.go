@@ -334,7 +334,7 @@ func TestCloseDuringWait(t *testing.T) {
 }
 
 func TestFailWatcher(t *testing.T) {
-	c := newConsole(t, Options{})
+	c := newConsole(t, Options{NoDefaultFailures: true}) // the watcher alone
 	var mu sync.Mutex
 	var seen []string
 	cancel, err := c.Watch(Pattern{Regex: `Kernel panic|Oops`}, true, func(l string) {

@@ -422,8 +422,7 @@ func (x *expectation) step(st waitState) (*Match, *vmerr.Error, bool) {
 		}
 	}
 	if st.fail != nil {
-		return nil, vmerr.New(vmerr.Watch, "%s: watcher %s matched while waiting for %s: %s",
-			x.c.name, st.fail.w.desc, patternDesc(x.pats), st.fail.line).With("line", st.fail.line).With("watch", st.fail.w.desc), true
+		return nil, st.fail.err(x.c.name, patternDesc(x.pats)), true
 	}
 	if st.closeErr != nil {
 		return nil, copyErr(st.closeErr), true

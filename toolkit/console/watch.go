@@ -12,11 +12,19 @@ import (
 
 // watcher is a background pattern matched against every completed line.
 type watcher struct {
-	lit  string
-	re   *regexp.Regexp
+	lit string
+	re  *regexp.Regexp
+	// lits, when set, are the texts re matches (literalSet): a line
+	// matches when it contains one. need is a text every match of re
+	// contains (requiredLiteral; "" when none).
+	lits []string
+	need string
 	fail bool
 	fn   func(line string)
 	desc string
+	// failure names the failure pattern this watcher is ("" for one a
+	// script set with Watch).
+	failure string
 
 	// Guarded by Console.mu.
 	cancelled bool
@@ -43,8 +51,16 @@ func (f *watchFail) end(raw bool) int64 {
 }
 
 func (w *watcher) match(line string) bool {
+	if w.lits != nil {
+		for _, l := range w.lits {
+			if strings.Contains(line, l) {
+				return true
+			}
+		}
+		return false
+	}
 	if w.re != nil {
-		return w.re.MatchString(line)
+		return strings.Contains(line, w.need) && w.re.MatchString(line)
 	}
 	return strings.Contains(line, w.lit)
 }
@@ -79,12 +95,21 @@ func (w *watcher) loop(ctx context.Context, lines *eventlog.Log[Line]) {
 // still succeeds. cancel stops the watcher and clears its failure; it is
 // idempotent.
 func (c *Console) Watch(p Pattern, fail bool, fn func(line string)) (cancel func(), err error) {
+	return c.watch(p, fail, fn, "")
+}
+
+// watch is Watch for a watcher that may be a named failure pattern.
+func (c *Console) watch(p Pattern, fail bool, fn func(line string), failure string) (cancel func(), err error) {
 	cp, err := compilePatterns([]Pattern{p}, false)
 	if err != nil {
 		return nil, vmerr.Wrap(vmerr.Usage, err, "console %s: watch", c.name).With("vm", c.name)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	w := &watcher{lit: string(cp[0].lit), re: cp[0].re, fail: fail, fn: fn, desc: p.String(), stop: stop}
+	w := &watcher{lit: string(cp[0].lit), re: cp[0].re, fail: fail, fn: fn, desc: p.String(), failure: failure, stop: stop}
+	if p.Regex != "" {
+		w.lits, _ = literalSet(p.Regex)
+		w.need = requiredLiteral(p.Regex)
+	}
 	// Registering under feedMu makes the start exact: the next Feed sees it.
 	c.feedMu.Lock()
 	c.mu.Lock()

@@ -32,6 +32,10 @@ func consoleClass() Class {
 				Doc: "The last n console lines (default 20), including an unfinished last line."},
 			{Name: "watch", Params: "pattern: string|vmscript.Pattern, action: \"fail\"|fun(line: string)", Returns: "fun()", Fn: (*Host).consoleWatch,
 				Doc: "Watch every line in the background: \"fail\" ends any wait at once (kind=\"watch\"); a function is called with the line between host calls. Returns a function that stops watching."},
+			{Name: "failures", Returns: "{name: string, pattern: vmscript.Pattern, action: \"fail\"|\"warn\"}[]", Fn: (*Host).consoleFailures,
+				Doc: "The failure patterns watched on this console from its first byte: kernel-panic, oops, kernel-bug, emergency-shell, initramfs-fatal, oom-kill (fail: any wait ends with kind \"watch\" and the pattern's name as `failure`), soft-lockup, kernel-warning (warn: a `failure` event in the timeline), and what the script changed."},
+			{Name: "on_failure", Params: "name: string, action: \"fail\"|\"warn\"|\"off\", pattern?: string|vmscript.Pattern", Fn: (*Host).consoleOnFailure,
+				Doc: "Change a failure pattern from now on: downgrade it to \"warn\", drop it (\"off\"), or add one of your own (a new name needs a pattern). qemu.start's `failures` does the same from the first byte."},
 			{Name: "interact", Fn: (*Host).consoleInteract,
 				Doc: "Attach the terminal to this console (raw mode) until Ctrl-]; typed keys are sent and logged like console:send."},
 			{Name: "dialog", Params: "cases: {[integer]: {[1]: string, send?: string, raw?: boolean, secret?: boolean, ok?: boolean, fail?: string, kind?: string, retries?: integer}, timeout?: duration, retries?: integer, from?: \"start\"|\"now\"|table}",
@@ -134,6 +138,31 @@ func (h *Host) consoleWatch(L *lua.LState) int {
 	}
 	L.Push(L.NewFunction(func(L *lua.LState) int { cancel(); return 0 }))
 	return 1
+}
+
+func (h *Host) consoleFailures(L *lua.LState) int {
+	list := L.NewTable()
+	for _, f := range h.checkConsole(L).Failures() {
+		t := L.NewTable()
+		t.RawSetString("name", lua.LString(f.Name))
+		t.RawSetString("pattern", patternTable(L, f.Pattern))
+		t.RawSetString("action", lua.LString(f.Action))
+		list.Append(t)
+	}
+	L.Push(list)
+	return 1
+}
+
+func (h *Host) consoleOnFailure(L *lua.LState) int {
+	c := h.checkConsole(L)
+	f := console.Failure{Name: L.CheckString(2), Action: console.FailureAction(L.CheckString(3))}
+	if L.GetTop() >= 4 && L.Get(4) != lua.LNil {
+		f.Pattern = h.pattern(L, 4, L.Get(4), "")
+	}
+	if err := c.SetFailure(f); err != nil {
+		h.Raise(L, err)
+	}
+	return 0
 }
 
 func (h *Host) consoleInteract(L *lua.LState) int {

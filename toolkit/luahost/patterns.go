@@ -60,6 +60,17 @@ func (h *Host) pattern(L *lua.LState, n int, v lua.LValue, where string) console
 	return console.Pattern{}
 }
 
+// patternTable is p as the table a script would write: {re=} or {text=}.
+func patternTable(L *lua.LState, p console.Pattern) *lua.LTable {
+	t := L.NewTable()
+	if p.Regex != "" {
+		t.RawSetString("re", lua.LString(p.Regex))
+	} else {
+		t.RawSetString("text", lua.LString(p.Text))
+	}
+	return t
+}
+
 // isPatternTable tells a pattern table ({re=…} or {text=…}, with options)
 // from a list of patterns.
 func isPatternTable(t *lua.LTable) bool {

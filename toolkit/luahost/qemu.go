@@ -6,6 +6,7 @@ import (
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/netboot"
+	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/lan"
 	"github.com/vmscript/vmscript/toolkit/machine"
 	"github.com/vmscript/vmscript/toolkit/qemu"
@@ -71,6 +72,7 @@ func (h *Host) specOf(L *lua.LState, t *lua.LTable, fn string) machine.Spec {
 		spec.Netboot = srv
 	}
 	spec.Bootfile = o.String("bootfile", "")
+	spec.Failures = h.failureOpts(o)
 	o.Done()
 	return spec
 }
@@ -93,6 +95,38 @@ func (h *Host) qemuConfig(o *Opts) qemu.Config {
 		cfg.Net = string(s)
 	}
 	return cfg
+}
+
+// failureOpts reads "failures": {[name] = "fail"|"warn"|"off" or
+// {action=, re=|text=}}, in the order of the names.
+func (h *Host) failureOpts(o *Opts) []console.Failure {
+	t, ok := o.Get("failures").(*lua.LTable)
+	if !ok {
+		if o.Has("failures") {
+			o.fail("failures", "must be a table {[name] = \"fail\"|\"warn\"|\"off\" or {action = …, re = …}}")
+		}
+		return nil
+	}
+	if t.Len() > 0 {
+		o.fail("failures", "must map names to actions, not be a list")
+	}
+	var out []console.Failure
+	for _, name := range SortedKeys(t) {
+		where := fmt.Sprintf("failures[%q]", name)
+		switch v := t.RawGetString(name).(type) {
+		case lua.LString:
+			out = append(out, console.Failure{Name: name, Action: console.FailureAction(v)})
+		case *lua.LTable:
+			f := h.OptsOf(o.L, v, o.fn+": "+where)
+			failure := console.Failure{Name: name, Action: console.FailureAction(f.String("action", "fail")),
+				Pattern: console.Pattern{Regex: f.String("re", ""), Text: f.String("text", "")}}
+			f.Done()
+			out = append(out, failure)
+		default:
+			o.fail(where, "must be an action or {action = …, re = …}, got %s", v.Type())
+		}
+	}
+	return out
 }
 
 // entryOpt reads "entry": an ISO boot menu entry's label (or part of it),
@@ -282,6 +316,7 @@ func qemuStartOpts() TypeDoc {
 			{Name: "net_user_extra", Type: "string?", Doc: "Extra options for -netdev user."},
 			{Name: "qemu_args", Type: "string[]?", Doc: "Extra QEMU arguments, appended as given."},
 			{Name: "binary", Type: "string?", Doc: "QEMU binary (default qemu-system-x86_64)."},
+			{Name: "failures", Type: "table<string, \"fail\"|\"warn\"|\"off\"|{action?: string, re?: string, text?: string}>?", Doc: "Change the console's failure patterns (console:failures) from its first byte, by name: [\"kernel-panic\"] = \"warn\", [\"oom-kill\"] = \"off\", or a new one {action = \"fail\", re = \"provisioning failed\"}."},
 		},
 	}
 }

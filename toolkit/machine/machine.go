@@ -107,7 +107,7 @@ func start(ctx context.Context, spec Spec, cfg qemu.Config, ports *[]Port) (*Mac
 		logPath = cfg.Run.Path(vm.Name() + ".console.log")
 	}
 	con, err := console.New(console.Options{
-		Name: vm.Name(), Run: cfg.Run, LogPath: logPath, DefaultTimeout: spec.ExpectTimeout,
+		Name: vm.Name(), Run: cfg.Run, LogPath: logPath, DefaultTimeout: spec.ExpectTimeout, Failures: spec.Failures,
 		// The console learns of QEMU's exit from the VM below, with the
 		// reason; EOF on the socket alone must not pre-empt that.
 		EOFGrace: -1,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/netboot"
+	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/lan"
 	"github.com/vmscript/vmscript/toolkit/qemu"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -43,6 +44,10 @@ type Spec struct {
 	// ExpectTimeout is the console's default wait bound (0: the console's
 	// default).
 	ExpectTimeout time.Duration
+	// Failures change the console's failure patterns from its first byte:
+	// console.DefaultFailures, then these (a default's name with another
+	// action or console.Off; a new name with a pattern).
+	Failures []console.Failure
 }
 
 // NIC is one network card: user networking (User) or a port of a LAN.
@@ -92,6 +97,9 @@ func (s Spec) plan(ctx context.Context) (bootPlan, error) {
 	p := bootPlan{cfg: s.QEMU, ports: &[]Port{}}
 	cfg := &p.cfg
 	cfg.Devices = append([]qemu.Device(nil), cfg.Devices...)
+	if err := console.CheckFailures(s.Failures); err != nil {
+		return p, err
+	}
 	if err := s.addSource(ctx, &p); err != nil {
 		return p, err
 	}
