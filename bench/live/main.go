@@ -3,8 +3,9 @@
 // reaches it — the ISO's serial entry booted directly (entry=), the boot
 // menu chosen with keys on the screen (isolinux under BIOS, GRUB under
 // UEFI), and a login typed on the VGA screen — against the same system
-// booted as fast as it boots: the lab's kernel and initramfs directly (the
-// physical limit), and lab.iso, whose default entry has a serial console.
+// booted directly (the lab's kernel and its whole system as an initramfs:
+// the floor of any boot through firmware and a loader) and lab.iso, whose
+// default entry has a serial console.
 // Each is scripts/00-shell.lua run by vmscript as a user runs it, cold, one
 // guest at a time, the ways in turns. It prints a markdown section.
 //
@@ -45,7 +46,7 @@ type way struct {
 // ways lists the reference first: every ratio is against it.
 func ways() []way {
 	return []way{
-		{"direct", "the lab's kernel + initramfs booted directly (the physical limit)", []string{"knobs=lab.storage=ok"}},
+		{"direct", "the lab's kernel + its whole system as a 64 MB compressed initramfs, booted directly", []string{"knobs=lab.storage=ok"}},
 		{"lab.iso", "lab.iso as it is: GRUB, default entry on the serial console", []string{"iso=lab"}},
 		{"entry", "live.iso's serial entry booted directly (`entry=`)", []string{"via=entry"}},
 		{"menu (BIOS)", "live.iso through SeaBIOS: isolinux's vesamenu read by OCR, Down, Enter", []string{"via=menu"}},

@@ -10,18 +10,22 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"github.com/vmscript/vmscript/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vmscript/vmscript/internal/testenv"
+
 	"github.com/vmscript/vmscript/lab"
 	"github.com/vmscript/vmscript/toolkit/journal"
+	"github.com/vmscript/vmscript/toolkit/qemu"
 )
 
 func requireQEMU(t *testing.T) {
@@ -171,6 +175,57 @@ func TestE2EPanicWatcherEndsWait(t *testing.T) {
 	}
 	if d := time.Duration(caughtAt - panicAt); d > 2*time.Second {
 		t.Fatalf("the wait ended %v after the panic line; want < 2s", d)
+	}
+}
+
+// TestE2EFailurePatternsByDefault: with no watcher set, a kernel panic
+// ends the wait naming the pattern, and, uncaught, the run with exit code 3;
+// a guest whose start downgraded the pattern lets the script read its own
+// panic; bad failure options are usage errors before anything boots.
+func TestE2EFailurePatternsByDefault(t *testing.T) {
+	requireQEMU(t)
+	labImage(t, "mini")
+	t.Parallel()
+	r, run := runE2E(t, `
+		local img = lab.image("mini")
+		local function panicking(name, failures)
+			return qemu.start{ name = name, kernel = img.vmlinuz, initrd = img.initramfs, failures = failures,
+				append = "console=ttyS0,115200 rdinit=/nonexistent panic=0", memory = "512M" }
+		end
+		for _, bad in ipairs({ { nope = "fail" }, { ["kernel-panic"] = "explode" }, { mine = { re = "(" } }, { "warn" } }) do
+			local ok, e = pcall(panicking, "bad", bad)
+			print("bad", ok, e.kind)
+		end
+		local vm = panicking("panic")
+		local relaxed = panicking("relaxed", { ["kernel-panic"] = "warn", mine = { text = "Kernel panic" } })
+		local ok, e = pcall(vm.console.expect, vm.console, "mini# ", { timeout = "5m" })
+		print(ok, e.kind, e.failure, #vm.console:failures())
+		-- "mine" (fail, by the script) ends the wait there instead.
+		ok, e = pcall(relaxed.console.expect, relaxed.console, "mini# ", { timeout = "5m" })
+		print(ok, e.failure)
+		vm.console:expect("mini# ", { timeout = "5s" })
+	`)
+	want := "bad\tfalse\tusage\nbad\tfalse\tusage\nbad\tfalse\tusage\nbad\tfalse\tusage\nfalse\twatch\tkernel-panic\t8\nfalse\tmine\n"
+	if r.code != exitPanic || r.stdout != want {
+		t.Fatalf("exit %d (want %d), stdout %q, want %q\nstderr:\n%s", r.code, exitPanic, r.stdout, want, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "failure pattern kernel-panic") || !strings.Contains(r.stderr, "Kernel panic - not syncing") {
+		t.Errorf("stderr does not name the pattern and the line:\n%s", r.stderr)
+	}
+	// Two VMs under TCG for want of KVM: said once, loudly.
+	if qemu.CheckKVM() != nil && strings.Count(r.stderr, "warning: no usable KVM, so VMs run under TCG") != 1 {
+		t.Errorf("stderr does not say once that the VMs run under TCG:\n%s", r.stderr)
+	}
+	events := map[string]int{}
+	for _, ev := range timeline(t, run) {
+		if ev.Kind == "failure" {
+			events[ev.Source+" "+ev.Fields["name"].(string)+" "+ev.Fields["action"].(string)]++
+		}
+	}
+	for _, want := range []string{"console:panic kernel-panic fail", "console:relaxed kernel-panic warn", "console:relaxed mine fail"} {
+		if events[want] == 0 {
+			t.Errorf("no failure event %q in %v", want, events)
+		}
 	}
 }
 
@@ -349,4 +404,69 @@ func sha256File(t *testing.T, path string) [32]byte {
 		t.Fatal(err)
 	}
 	return sha256.Sum256(data)
+}
+
+// TestE2EMemoryBudgetQueuesRuns: three runs at once on a host whose budget
+// fits one mini VM wait for their turn, one after another, and say so; a
+// VM larger than the whole budget fails at once, naming the knob.
+func TestE2EMemoryBudgetQueuesRuns(t *testing.T) {
+	requireQEMU(t)
+	labImage(t, "mini")
+	t.Parallel()
+	dir := t.TempDir()
+	writeScript(t, dir, "one.lua", `
+		local vm = qemu.start{ name = "mini", lab = "mini", memory = args.memory or "512M" }
+		vm.console:expect("mini# ", { timeout = "4m" })
+		vm.console:sendline("sleep 1; echo done-$((6*7))")
+		vm.console:expect("done-42")
+		vm:quit()
+		vm:wait{ timeout = "30s" }
+	`)
+	// A private ledger: the other tests' VMs are not in it.
+	env := []string{"TMPDIR=" + t.TempDir(), "VMSCRIPT_MEMORY_BUDGET=1000M"}
+	results := make([]result, 3)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = vms(t, dir, env, "run", "one.lua", "--out", filepath.Join(dir, "run"+strconv.Itoa(i)), "--timeout", "10m")
+		}()
+	}
+	wg.Wait()
+	type span struct{ start, end time.Time }
+	var spans []span
+	waited := 0
+	for i, r := range results {
+		if r.code != 0 {
+			t.Fatalf("run %d: exit %d\n%s", i, r.code, r.stderr)
+		}
+		if strings.Contains(r.stderr, "mini: waiting for host memory: it needs 640 MiB; running VMs (1) hold 640 MiB of the 1000 MiB budget") {
+			waited++
+		}
+		var s span
+		for _, ev := range timeline(t, filepath.Join(dir, "run"+strconv.Itoa(i))) {
+			wall, _ := time.Parse(time.RFC3339Nano, ev.Wall)
+			switch {
+			case ev.Source == "vm:mini" && ev.Kind == "start":
+				s.start = wall
+			case ev.Source == "vm:mini" && ev.Kind == "exit":
+				s.end = wall
+			}
+		}
+		spans = append(spans, s)
+	}
+	if waited < 2 {
+		t.Errorf("%d runs said they waited for memory, want 2", waited)
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start.Before(spans[j].start) })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].start.IsZero() || spans[i].start.Before(spans[i-1].end) {
+			t.Errorf("VMs overlap: %v", spans)
+		}
+	}
+	r := vms(t, dir, env, "run", "one.lua", "--out", filepath.Join(dir, "huge"), "-a", "memory=2G")
+	if r.code != 1 || !strings.Contains(r.stderr, "more than the host's budget for all VMs (1000 MiB; VMSCRIPT_MEMORY_BUDGET sets it)") {
+		t.Errorf("a VM larger than the budget: exit %d\n%s", r.code, r.stderr)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/hostmem"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"golang.org/x/term"
 )
@@ -48,6 +49,7 @@ type progress struct {
 	waits  []*waitState
 	stage  *stageState
 	last   map[string]string // last console line per VM
+	tcg    bool              // the run was told its VMs run under TCG
 	colors map[string]int
 	paused int // interact sessions in progress
 	closed bool
@@ -179,6 +181,10 @@ func (p *progress) handle(ev journal.Event) {
 		close(ev.Fields["done"].(chan struct{}))
 		return
 	}
+	if vm, ok := strings.CutPrefix(ev.Source, "vm:"); ok {
+		p.vmEvent(vm, ev)
+		return
+	}
 	vm, isConsole := strings.CutPrefix(ev.Source, "console:")
 	if !isConsole {
 		return
@@ -199,6 +205,8 @@ func (p *progress) handle(ev journal.Event) {
 		if p.mode == progressVerbose && p.paused == 0 {
 			p.lineLocked(vm, text, ev.Wall)
 		}
+	case "failure":
+		p.failureLocked(vm, ev)
 	case "wait-start":
 		ws := &waitState{vm: vm, what: patternsOf(ev.Fields), start: time.Now()}
 		if t, ok := ev.Fields["timeout_s"].(float64); ok {
@@ -232,6 +240,57 @@ func (p *progress) handle(ev journal.Event) {
 			p.drawLocked()
 		}
 	}
+}
+
+// vmEvent shows what a VM's QEMU events mean for the user: TCG for want
+// of KVM, a wait for host memory.
+func (p *progress) vmEvent(vm string, ev journal.Event) {
+	switch ev.Kind {
+	case "start":
+		p.accel(ev)
+	case "memory-wait":
+		need, _ := ev.Fields["needed_bytes"].(int64)
+		held, _ := ev.Fields["held_bytes"].(int64)
+		budget, _ := ev.Fields["budget_bytes"].(int64)
+		holders, _ := ev.Fields["holders"].(int)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.clearLocked()
+		p.plainLocked(ev.Wall, fmt.Sprintf("%s: waiting for host memory: it needs %s; running VMs (%d) hold %s of the %s budget for all VMs (%s)",
+			vm, hostmem.Size(need), holders, hostmem.Size(held), hostmem.Size(budget), hostmem.BudgetVar))
+		p.drawLocked()
+	}
+}
+
+// accel says once per run, in every mode, that VMs run under TCG because
+// KVM is not usable (no slow mode is silent); accel="tcg" asked for by
+// name is not news.
+func (p *progress) accel(ev journal.Event) {
+	accel, _ := ev.Fields["accel"].(string)
+	reason, _ := ev.Fields["accel_reason"].(string)
+	if accel != "tcg" || strings.HasSuffix(reason, "was asked for") {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tcg {
+		return
+	}
+	p.tcg = true
+	p.clearLocked()
+	fmt.Fprintf(p.w, "vmscript: warning: no usable KVM, so VMs run under TCG (software emulation, 10-50x slower): %s\n", reason)
+	p.drawLocked()
+}
+
+// failureLocked shows a line a failure pattern matched, in every mode
+// (quiet included: a panic or an Oops is the news).
+func (p *progress) failureLocked(vm string, ev journal.Event) {
+	name, _ := ev.Fields["name"].(string)
+	action, _ := ev.Fields["action"].(string)
+	line, _ := ev.Fields["line"].(string)
+	p.clearLocked()
+	p.plainLocked(ev.Wall, fmt.Sprintf("%s: failure pattern %s (%s): %s", vm, name, action, line))
+	p.drawLocked()
 }
 
 func patternsOf(f map[string]any) string {

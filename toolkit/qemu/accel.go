@@ -160,23 +160,36 @@ func saveProbe(key string, c AccelChoice) {
 }
 
 func resolveAccel(ctx context.Context, binary string) AccelChoice {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm unusable (%v)", err)}
-	}
-	v, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), kvmGetAPIVersion, 0)
-	f.Close()
-	if errno != 0 {
-		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm: KVM_GET_API_VERSION failed (%v)", errno)}
-	}
-	if v != 12 {
-		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm: KVM API version %d, want 12", v)}
+	if err := CheckKVM(); err != nil {
+		return AccelChoice{Accel: "tcg", Reason: err.Error()}
 	}
 	d, err := probeKVM(ctx, binary)
 	if err != nil {
 		return AccelChoice{Accel: "tcg", Reason: fmt.Sprintf("/dev/kvm opens (API 12) but %v", err), Probe: d}
 	}
 	return AccelChoice{Accel: "kvm", Reason: fmt.Sprintf("/dev/kvm usable: probe guest ran under KVM in %s", d.Round(time.Millisecond)), Probe: d}
+}
+
+// KVMDevice is the KVM device CheckKVM opens.
+var KVMDevice = "/dev/kvm"
+
+// CheckKVM is the first step of ResolveAccel: the KVM device opens
+// read-write and speaks API version 12. (It does not prove guests run
+// at KVM's speed; ResolveAccel's probe guest does.)
+func CheckKVM() error {
+	f, err := os.OpenFile(KVMDevice, os.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s unusable (%v)", KVMDevice, err)
+	}
+	v, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), kvmGetAPIVersion, 0)
+	f.Close()
+	if errno != 0 {
+		return fmt.Errorf("%s: KVM_GET_API_VERSION failed (%v)", KVMDevice, errno)
+	}
+	if v != 12 {
+		return fmt.Errorf("%s: KVM API version %d, want 12", KVMDevice, v)
+	}
+	return nil
 }
 
 // probeSector is a boot sector: mov al,0x10; out 0xf4,al; hlt; jmp $.

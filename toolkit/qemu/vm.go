@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/hostmem"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
@@ -90,6 +91,9 @@ type VM struct {
 
 	stopOnce sync.Once
 	stopped  chan struct{}
+
+	// mem is the VM's memory in the host's ledger, released at its exit.
+	mem *hostmem.Reservation
 }
 
 // event writes to the run's timeline, if there is a run.
@@ -134,19 +138,25 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	mem, err := reserveMemory(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
 		defer cancel()
 	}
-	v := &VM{name: cfg.Name, mac: cfg.MAC, run: cfg.Run, exited: make(chan struct{}), stopped: make(chan struct{})}
+	v := &VM{name: cfg.Name, mac: cfg.MAC, run: cfg.Run, mem: mem, exited: make(chan struct{}), stopped: make(chan struct{})}
 	if err := v.prepareDir(ctx, b); err != nil {
+		mem.Release()
 		return nil, err
 	}
 	if err := v.launch(b); err != nil {
 		if v.ownDir {
 			os.RemoveAll(v.dir)
 		}
+		mem.Release()
 		return nil, err
 	}
 	if err := v.connect(ctx, b.cfg.Forwards); err != nil {
@@ -164,6 +174,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 // accelerator and writes the files the command line refers to.
 func (v *VM) prepareDir(ctx context.Context, b *Builder) error {
 	cfg := &b.cfg
+	if cfg.Accel == "kvm" {
+		// QEMU would fail too, later and in its own words; a slow nested
+		// KVM is the user's choice once asked for by name.
+		if err := CheckKVM(); err != nil {
+			return vmerr.Wrap(vmerr.Usage, err, "qemu %s: accel=\"kvm\" was asked for, but KVM is not usable here (%v); "+
+				"accel=\"auto\" (the default) runs under TCG instead, 10-50x slower", cfg.Name, err).With("vm", cfg.Name)
+		}
+	}
 	if cfg.Dir == "" {
 		sweepStale(shortTempParent())
 		d, err := os.MkdirTemp(shortTempParent(), "vms-"+shorten(cfg.Name, 10)+"-")
@@ -506,6 +524,7 @@ func (v *VM) reap(werr error) {
 	if v.ownDir {
 		os.RemoveAll(v.dir)
 	}
+	v.mem.Release()
 	close(v.exited)
 }
 

@@ -543,3 +543,24 @@ func TestE2EEventsKept(t *testing.T) {
 		t.Errorf("RESET: %v", err)
 	}
 }
+
+// TestAccelKVMWithoutKVM: accel="kvm" on a host whose KVM device is not
+// usable fails at once with a usage error that says so and names the
+// alternative, instead of falling back to TCG; nothing is started.
+func TestAccelKVMWithoutKVM(t *testing.T) {
+	saved := KVMDevice
+	KVMDevice = filepath.Join(t.TempDir(), "no-kvm")
+	defer func() { KVMDevice = saved }()
+	if err := CheckKVM(); err == nil || !strings.Contains(err.Error(), "no-kvm unusable") {
+		t.Fatalf("CheckKVM: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "d")
+	_, err := Start(ctxT(t, 30*time.Second), Config{Name: "k", Dir: dir, Accel: "kvm", Memory: "64M"})
+	if !vmerr.Is(err, vmerr.Usage) || !strings.Contains(err.Error(), `accel="kvm" was asked for, but KVM is not usable here`) ||
+		!strings.Contains(err.Error(), `accel="auto"`) {
+		t.Fatalf("err %v (kind %q)", err, vmerr.KindOf(err))
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("a directory was made for a VM that cannot start")
+	}
+}
