@@ -79,8 +79,9 @@ func luaFiles(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellC
 
 func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 	var f runFlags
+	var mf matrixFlags
 	cmd := &cobra.Command{
-		Use:   "run SCRIPT.lua [flags] [-- extra args]",
+		Use:   "run SCRIPT.lua [flags] [-- extra args] | run --matrix FILE [--task N]",
 		Short: "Run a Lua script",
 		Long: `run executes SCRIPT.lua. Its evidence goes to a fresh run directory,
 docs/work-notes/<YYYYMMDD-HHMMSS>-<script>/ under the current directory unless
@@ -112,14 +113,18 @@ vmscript.exit(code).`,
 		Example: `  vmscript run scripts/demo.lua
   vmscript run scripts/04-network.lua -a iface=lan --timeout 10m
   vmscript run -k scripts/02-boot.lua        # on failure, a REPL with the VMs still up
-  vmscript run bisect.lua --out /tmp/run1 --junit report.xml -- extra positional args`,
+  vmscript run bisect.lua --out /tmp/run1 --junit report.xml -- extra positional args
+  vmscript run --matrix nightly.lua --task 3 --results /shared/results`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			n := len(args)
 			if dash >= 0 {
 				n = dash
 			}
-			if n != 1 {
+			if mf.file != "" && n != 0 {
+				return usageErr("--matrix runs the task's script; give no script")
+			}
+			if mf.file == "" && n != 1 {
 				return usageErr("run takes exactly one script before \"--\", got %d\nUsage: vmscript run SCRIPT.lua [flags] [-- extra args]", n)
 			}
 			return nil
@@ -135,10 +140,20 @@ vmscript.exit(code).`,
 			default:
 				return usageErr("--keep-open=%q: want fail or always", f.keepOpen)
 			}
-			return runScript(args[0], extra, f, stdout, stderr)
+			script := ""
+			if mf.file != "" {
+				var err error
+				if script, err = taskRun(mf, &f); err != nil {
+					return err
+				}
+			} else {
+				script = args[0]
+			}
+			return runScript(script, extra, f, stdout, stderr)
 		},
 	}
 	addRunFlags(cmd, &f)
+	addMatrixFlags(cmd, &mf)
 	cmd.Flags().StringVarP(&f.keepOpen, "keep-open", "k", keepNever, "on failure keep the VMs up and open a Lua REPL (-k); --keep-open=always also after success")
 	cmd.Flags().Lookup("keep-open").NoOptDefVal = keepFail
 	_ = cmd.RegisterFlagCompletionFunc("keep-open", cobra.FixedCompletions([]string{keepFail, keepAlways, keepNever}, cobra.ShellCompDirectiveNoFileComp))
