@@ -25,7 +25,7 @@ func Counts(runs []Run) map[string]int {
 func summary(runs []Run) string {
 	c := Counts(runs)
 	var parts []string
-	for _, s := range []string{Passed, Failed, Running, Died} {
+	for _, s := range []string{Passed, Failed, Cancelled, Running, Died, NotRun} {
 		if c[s] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", c[s], s))
 		}
@@ -129,9 +129,15 @@ func WriteJUnit(w io.Writer, name string, runs []Run) error {
 		case Died:
 			c.Error = &junitMessage{Message: "the run died without an end (killed, or its machine went away)", Text: detail}
 			s.Errors++
+		case Cancelled:
+			c.Failure = &junitMessage{Message: "cancelled (" + orDash(r.Error) + ")", Text: detail}
+			s.Failures++
 		case Running:
 			c.Skipped = &junitMessage{Message: "still running"}
 			s.Skipped++
+		case NotRun:
+			c.Error = &junitMessage{Message: "the task never ran (still queued, or cancelled before it started)"}
+			s.Errors++
 		}
 		total += r.DurationS
 		s.Cases = append(s.Cases, c)
@@ -220,7 +226,7 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
-.passed{background:#d8f5d8}.failed{background:#f8d4d4}.died{background:#e6d0f0}.running{background:#fff3c4}
+.passed{background:#d8f5d8}.failed{background:#f8d4d4}.cancelled{background:#f8e0c8}.died{background:#e6d0f0}.running{background:#fff3c4}
 td.none{background:#f4f4f4}code{font-size:12px}
 </style></head><body>
 <h1>{{.Title}}</h1>

@@ -23,10 +23,18 @@ import (
 
 // The states of a run.
 const (
-	Passed  = "passed"  // ended with exit code 0
-	Failed  = "failed"  // ended with another exit code
-	Running = "running" // no end yet, its process is alive
-	Died    = "died"    // no end, and no process: killed, or its machine died
+	Passed    = "passed"    // ended with exit code 0
+	Failed    = "failed"    // ended with another exit code
+	Cancelled = "cancelled" // stopped by SIGINT or SIGTERM (Ctrl-C, scancel), evidence kept
+	Running   = "running"   // no end yet, its process is alive
+	Died      = "died"      // no end, and no process: killed, or its machine died
+	NotRun    = "not run"   // a matrix task without a run directory
+)
+
+// Exit codes of a run stopped by a signal (vmscript's 130 and 143).
+const (
+	exitSIGINT  = 130
+	exitSIGTERM = 143
 )
 
 // Run is one run directory's row.
@@ -111,6 +119,8 @@ func readRun(root, dir string, live func(string) bool) (Run, bool) {
 	switch {
 	case info.End != "" && info.ExitCode != nil && *info.ExitCode == 0:
 		r.State = Passed
+	case info.End != "" && info.ExitCode != nil && (*info.ExitCode == exitSIGINT || *info.ExitCode == exitSIGTERM):
+		r.State = Cancelled
 	case info.End != "":
 		r.State = Failed
 	case live != nil && live(dir):
@@ -121,6 +131,24 @@ func readRun(root, dir string, live func(string) bool) (Run, bool) {
 		r.Notes, _ = filepath.Rel(root, filepath.Join(dir, "notes.md"))
 	}
 	return r, true
+}
+
+// AddMissing adds the planned runs (a matrix's tasks: Task, Script,
+// Args) that have no run among runs, as NotRun — still queued, or
+// cancelled before they started —, keeping the order by task.
+func AddMissing(runs []Run, planned []Run) []Run {
+	have := map[string]bool{}
+	for _, r := range runs {
+		have[r.Task] = true
+	}
+	for _, p := range planned {
+		if !have[p.Task] {
+			p.State = NotRun
+			runs = append(runs, p)
+		}
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Task < runs[j].Task })
+	return runs
 }
 
 // firstAccel finds the accelerator of the first VM's start in the

@@ -114,3 +114,22 @@ func BenchmarkGather1000(b *testing.B) {
 		WriteHTML(&out, "x", runs)
 	}
 }
+
+func TestCancelledAndNotRun(t *testing.T) {
+	root := t.TempDir()
+	fakeRun(t, root, "a", info("/s/a.lua", "", true, 143, "vmscript: interrupted by terminated; VMs stopped, logs flushed"), "tcg")
+	runs, err := Gather(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs = AddMissing(runs, []Run{{Task: "a", Script: "/s/a.lua"}, {Task: "b", Script: "/s/b.lua", Args: map[string]string{"x": "1"}}})
+	if len(runs) != 2 || runs[0].State != Cancelled || runs[1].State != NotRun || runs[1].Script != "/s/b.lua" {
+		t.Fatalf("runs %+v", runs)
+	}
+	var text, junit bytes.Buffer
+	WriteText(&text, runs)
+	WriteJUnit(&junit, "x", runs)
+	if !strings.Contains(text.String(), "2 runs: 1 cancelled, 1 not run") || !strings.Contains(junit.String(), `failures="1" errors="1"`) {
+		t.Errorf("text:\n%s\njunit:\n%s", text.String(), junit.String())
+	}
+}
