@@ -3,7 +3,7 @@
 // user on a socket of its own, slurmctld and slurmd as root in the
 // foreground on free ports, with proctrack/linuxproc, task/none and
 // select/cons_tres (CR_CPU_Memory), every file in one temporary directory.
-// It stops them by their PIDs when the test ends. Clients reach it with the
+// It stops them by their PIDs (Stop; Start does so when the test ends). Clients reach it with the
 // environment Env returns (SLURM_CONF).
 package slurmtest
 
@@ -32,14 +32,16 @@ type Cluster struct {
 	Dir string
 	// Conf is its slurm.conf.
 	Conf string
+
+	procs []*proc
 }
 
 // Env is the environment a Slurm client needs to reach the cluster.
 func (c *Cluster) Env() []string { return []string{"SLURM_CONF=" + c.Conf} }
 
-// Start starts munged, slurmctld and slurmd (skipping t, or failing it
-// with VMSCRIPT_REQUIRE_QEMU, when Slurm or munge is not installed) and
-// waits until the node is idle.
+// Start starts a cluster for t (skipping t, or failing it with
+// VMSCRIPT_REQUIRE_QEMU, when Slurm or munge is not installed) and stops
+// it when t ends; its logs are shown when t failed.
 func Start(t *testing.T) *Cluster {
 	t.Helper()
 	for _, tool := range []string{"munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo"} {
@@ -48,37 +50,89 @@ func Start(t *testing.T) *Cluster {
 	if os.Geteuid() != 0 {
 		t.Skip("a private Slurm cluster needs root (munged runs as munge, the daemons as root)")
 	}
-	dir, err := os.MkdirTemp("", "vms-slurm-") // short: unix socket paths
+	c, err := Launch()
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(dir, 0o755) // munge must reach its socket directory
-	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "slurm.conf")}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, l := range []string{"slurmctld.log", "slurmd.log", "munge/munged.log", "munged.out"} {
-				b, _ := os.ReadFile(filepath.Join(dir, l))
-				t.Logf("%s:\n%s", l, tail(b, 3000))
-			}
+			t.Log(c.Logs())
 		}
-		os.RemoveAll(dir)
+		c.Stop()
 	})
-	socket := c.startMunge(t)
-	c.writeConf(t, socket)
-	c.start(t, "slurmctld", "/usr/sbin/slurmctld", "-D", "-f", c.Conf)
-	c.waitFor(t, "slurmctld answers", func(out string) bool { return out != "" })
-	c.start(t, "slurmd", "/usr/sbin/slurmd", "-D", "-f", c.Conf)
-	c.waitFor(t, "the node is idle", func(out string) bool { return strings.Contains(out, "idle") })
 	return c
+}
+
+// Launch starts munged, slurmctld and slurmd and waits until the node is
+// idle; on a failure it stops what it started and says why, with the logs.
+func Launch() (*Cluster, error) {
+	dir, err := os.MkdirTemp("", "vms-slurm-") // short: unix socket paths
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(dir, 0o755) // munge must reach its socket directory
+	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "slurm.conf")}
+	if err := c.launch(); err != nil {
+		logs := c.Logs()
+		c.Stop()
+		return nil, fmt.Errorf("slurm: %v\n%s", err, logs)
+	}
+	return c, nil
+}
+
+func (c *Cluster) launch() error {
+	socket, err := c.startMunge()
+	if err != nil {
+		return err
+	}
+	if err := c.writeConf(socket); err != nil {
+		return err
+	}
+	if err := c.start("slurmctld", "/usr/sbin/slurmctld", "-D", "-f", c.Conf); err != nil {
+		return err
+	}
+	if err := c.waitFor("slurmctld answers", func(out string) bool { return out != "" }); err != nil {
+		return err
+	}
+	if err := c.start("slurmd", "/usr/sbin/slurmd", "-D", "-f", c.Conf); err != nil {
+		return err
+	}
+	return c.waitFor("the node is idle", func(out string) bool { return strings.Contains(out, "idle") })
+}
+
+// Stop stops the daemons (SIGTERM, then SIGKILL after 10 s), newest
+// first, by their PIDs, and removes the cluster's directory.
+func (c *Cluster) Stop() {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		p := c.procs[i]
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	c.procs = nil
+	os.RemoveAll(c.Dir)
+}
+
+// Logs returns the tails of the daemons' logs.
+func (c *Cluster) Logs() string {
+	var b strings.Builder
+	for _, l := range []string{"slurmctld.log", "slurmd.log", "munge/munged.log", "munged.out", "slurmctld.out", "slurmd.out"} {
+		data, _ := os.ReadFile(filepath.Join(c.Dir, l))
+		fmt.Fprintf(&b, "%s:\n%s\n", l, tail(data, 3000))
+	}
+	return b.String()
 }
 
 // startMunge starts munged as the munge user with a fresh key; it returns
 // its socket.
-func (c *Cluster) startMunge(t *testing.T) string {
-	t.Helper()
+func (c *Cluster) startMunge() (string, error) {
 	u, err := user.Lookup("munge")
 	if err != nil {
-		t.Fatalf("no munge user (package munge): %v", err)
+		return "", fmt.Errorf("no munge user (package munge): %v", err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
@@ -90,24 +144,27 @@ func (c *Cluster) startMunge(t *testing.T) string {
 		mode os.FileMode
 	}{{private, 0o700}, {run, 0o755}} {
 		if err := os.Mkdir(d.path, d.mode); err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 		os.Chown(d.path, uid, gid)
 	}
 	if err := os.WriteFile(filepath.Join(private, "key"), key, 0o600); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	os.Chown(filepath.Join(private, "key"), uid, gid)
 	socket := filepath.Join(run, "munge.socket")
-	c.start(t, "munged", "/usr/sbin/munged", "-F", "--socket="+socket, "--key-file="+filepath.Join(private, "key"),
+	err = c.start("munged", "/usr/sbin/munged", "-F", "--socket="+socket, "--key-file="+filepath.Join(private, "key"),
 		"--log-file="+filepath.Join(private, "munged.log"), "--pid-file="+filepath.Join(run, "munged.pid"), "--seed-file="+filepath.Join(private, "seed"))
+	if err != nil {
+		return "", err
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(socket); err == nil {
-			return socket
+			return socket, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("munged made no socket in 10s")
+			return "", fmt.Errorf("munged made no socket in 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -126,8 +183,7 @@ func mungeUser(cmd *exec.Cmd) {
 
 // writeConf writes the cluster's slurm.conf: one node, this host, all its
 // CPUs and its memory less 2 GiB.
-func (c *Cluster) writeConf(t *testing.T, socket string) {
-	t.Helper()
+func (c *Cluster) writeConf(socket string) error {
 	host, _ := os.Hostname()
 	host, _, _ = strings.Cut(host, ".")
 	for _, d := range []string{"state", "spool"} {
@@ -162,19 +218,21 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 NodeName=%[1]s NodeAddr=127.0.0.1 CPUs=%[6]d RealMemory=%[7]d State=UNKNOWN
 PartitionName=vmscript Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-`, host, freePort(t), freePort(t), socket, c.Dir, runtime.NumCPU(), memMiB()-2048)
-	if err := os.WriteFile(c.Conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, host, freePort(), freePort(), socket, c.Dir, runtime.NumCPU(), memMiB()-2048)
+	return os.WriteFile(c.Conf, []byte(conf), 0o644)
 }
 
-// start runs a daemon in the foreground, its output in DIR/NAME.out, and
-// stops it (SIGTERM, then SIGKILL after 10 s) by its PID when t ends.
-func (c *Cluster) start(t *testing.T, name, path string, args ...string) *exec.Cmd {
-	t.Helper()
+// proc is a daemon of the cluster.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// start runs a daemon in the foreground, its output in DIR/NAME.out.
+func (c *Cluster) start(name, path string, args ...string) error {
 	out, err := os.Create(filepath.Join(c.Dir, name+".out"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -184,45 +242,37 @@ func (c *Cluster) start(t *testing.T, name, path string, args ...string) *exec.C
 		mungeUser(cmd)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", name, err)
+		out.Close()
+		return fmt.Errorf("%s: %v", name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	return cmd
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); out.Close(); close(p.done) }()
+	c.procs = append(c.procs, p)
+	return nil
 }
 
 // waitFor polls sinfo until what it prints satisfies ok (60 s at most).
-func (c *Cluster) waitFor(t *testing.T, what string, ok func(string) bool) {
-	t.Helper()
+func (c *Cluster) waitFor(what string, ok func(string) bool) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		cmd := exec.Command("sinfo", "--noheader", "--format", "%t")
 		cmd.Env = append(os.Environ(), c.Env()...)
 		out, _ := cmd.Output()
 		if ok(strings.TrimSpace(string(out))) {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slurm: waited 60s for %s (sinfo: %q)", what, out)
+			return fmt.Errorf("waited 60s for %s (sinfo: %q)", what, out)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
 // freePort returns a TCP port nothing listens on now.
-func freePort(t *testing.T) int {
+func freePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
