@@ -365,9 +365,9 @@ function __Screen:shot(name) end
 ---@field user string The account the shell runs as ("" if unknown).
 local __Shell = {}
 
---- Run a command (default timeout 2 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error.
+--- Run a command (default timeout 2 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error. exact=true on the serial shell: stdout and stderr byte for byte and apart, even while the kernel floods the console (the output goes to files in the guest and comes back checked; the command's stdout is then not the terminal).
 ---@param cmd string
----@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>}
+---@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>, exact?: boolean}
 ---@return {output: string, stdout: string, stderr: string, code: integer, signal?: string, duration: number}
 function __Shell:run(cmd, opts) end
 
@@ -391,9 +391,9 @@ function __Shell:sudo(cmd, opts) end
 ---@field transcript string Path of the transcript of every command's output ("" without a run directory).
 local __SSHClient = {}
 
---- Run a command (default timeout 10 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error.
+--- Run a command (default timeout 10 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error. exact=true on the serial shell: stdout and stderr byte for byte and apart, even while the kernel floods the console (the output goes to files in the guest and comes back checked; the command's stdout is then not the terminal).
 ---@param cmd string
----@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>}
+---@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>, exact?: boolean}
 ---@return {output: string, stdout: string, stderr: string, code: integer, signal?: string, duration: number}
 function __SSHClient:run(cmd, opts) end
 

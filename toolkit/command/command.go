@@ -27,6 +27,12 @@ type Options struct {
 	// Env sets environment variables for the command. Channels that cannot
 	// (the serial shell) refuse a non-empty Env.
 	Env map[string]string
+	// Exact asks for stdout and stderr byte for byte, apart, whatever else
+	// writes to the channel (kernel messages on a serial console). SSH is
+	// always exact; the serial shell then runs the command with its output
+	// in files and fetches them checked (the command's stdout is a file,
+	// not the terminal).
+	Exact bool
 }
 
 // Result is a finished command, the same shape on every channel.

@@ -14,9 +14,9 @@ import (
 // shape on each.
 func runnerMethods(class, defaultTimeout string) []Func {
 	return []Func{
-		{Name: "run", Params: "cmd: string, opts?: {timeout?: duration, stdin?: string, env?: table<string, string>}",
+		{Name: "run", Params: "cmd: string, opts?: {timeout?: duration, stdin?: string, env?: table<string, string>, exact?: boolean}",
 			Returns: record.LuaType(command.Result{}), Fn: (*Host).runnerRun,
-			Doc: "Run a command (default timeout " + defaultTimeout + "); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind \"timeout\" with the partial output; a non-zero exit is not an error."},
+			Doc: "Run a command (default timeout " + defaultTimeout + "); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind \"timeout\" with the partial output; a non-zero exit is not an error. exact=true on the serial shell: stdout and stderr byte for byte and apart, even while the kernel floods the console (the output goes to files in the guest and comes back checked; the command's stdout is then not the terminal)."},
 		{Name: "test", Params: "cmd: string, opts?: {timeout?: duration}", Returns: "boolean", Fn: (*Host).runnerTest,
 			Doc: "Run a command and return whether it exited 0 (a timeout or a dead VM raises)."},
 	}
@@ -35,7 +35,7 @@ func (h *Host) runnerRun(L *lua.LState) int {
 	r := h.checkRunner(L)
 	cmd := L.CheckString(2)
 	o := h.Opts(L, 3, h.current)
-	opt := command.Options{Timeout: o.Duration("timeout", 0)}
+	opt := command.Options{Timeout: o.Duration("timeout", 0), Exact: o.Bool("exact", false)}
 	if in := o.String("stdin", ""); o.Has("stdin") {
 		opt.Stdin = strings.NewReader(in)
 	}

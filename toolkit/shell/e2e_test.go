@@ -2,6 +2,7 @@ package shell_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -272,4 +273,52 @@ func TestE2EMini(t *testing.T) {
 		t.Fatalf("after timeout: %+v %v", r, err)
 	}
 	t.Logf("mini e2e total %.1fs", time.Since(start).Seconds())
+}
+
+// TestE2EExactUnderPrintkFlood: while the kernel floods the serial console
+// (crit-level lines written to /dev/kmsg 20 times a second), 100 exact
+// commands come back byte for byte — stdout and stderr apart, exit codes
+// right, a line that looks like the kernel's kept — and the flood is in the
+// console log.
+func TestE2EExactUnderPrintkFlood(t *testing.T) {
+	needQEMU(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	// printk.devkmsg=on: /dev/kmsg writers are not rate-limited (10 lines
+	// per 5 s by default).
+	m, run := bootLab(t, ctx, "mini", "256M", "printk.devkmsg=on")
+	if _, err := m.Console.ExpectText(ctx, "vmscript-mini: ready", console.ExpectOptions{Timeout: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := shell.Attach(ctx, m.Console, shell.Options{Run: run, User: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flood := `(i=0; while :; do i=$((i+1)); echo "<2>flood flood flood $i" >/dev/kmsg; sleep 0.05; done) >/dev/null 2>&1 &`
+	if _, err := sh.Run(ctx, flood, shell.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	polluted := 0
+	for i := 1; i <= 100; i++ {
+		cmd := fmt.Sprintf("seq 1 %d; echo err-%d >&2; printf '[   25.459336] flood flood flood %d\\n'; (exit %d)", i*3, i, i, i%7)
+		r, err := sh.Run(ctx, cmd, shell.RunOptions{Exact: true, Timeout: time.Minute})
+		if err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+		var want strings.Builder
+		for n := 1; n <= i*3; n++ {
+			fmt.Fprintf(&want, "%d\n", n)
+		}
+		fmt.Fprintf(&want, "[   25.459336] flood flood flood %d\n", i)
+		if r.Stdout != want.String() || r.Stderr != fmt.Sprintf("err-%d\n", i) || r.Code != i%7 || r.Output != r.Stdout+r.Stderr {
+			polluted++
+			t.Errorf("command %d: stdout %q stderr %q code %d", i, r.Stdout, r.Stderr, r.Code)
+		}
+	}
+	n := strings.Count(m.Console.Text(nil, nil), "] flood flood flood ") - 100 // minus the echo of each command
+	t.Logf("0 of 100 exact commands polluted (%d wrong) under %d kernel flood lines", polluted, n)
+	if n < 50 {
+		t.Errorf("only %d kernel flood lines reached the console: the test did not flood", n)
+	}
 }

@@ -272,6 +272,9 @@ func (s *Shell) readyLocked(ctx context.Context) error {
 func (s *Shell) Run(ctx context.Context, cmd string, opt RunOptions) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if opt.Exact {
+		return s.runExact(ctx, cmd, opt)
+	}
 	return s.runLocked(ctx, cmd, opt)
 }
 
