@@ -17,3 +17,7 @@ func (img *Image) DirectBoot(extra ...string) qemu.DirectBoot {
 	}
 	return qemu.DirectBoot{Kernel: img.Files["vmlinuz"], Initrd: img.Files["initramfs"], Append: line}
 }
+
+// HasAgent reports whether the image runs qemu-guest-agent (the systemd
+// image does; its unit starts when the guest agent's port appears).
+func (img *Image) HasAgent() bool { return img.Manifest.Packages["qemu-guest-agent"] != "" }

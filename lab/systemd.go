@@ -34,7 +34,7 @@ const (
 // systemdInclude is the package list given to mmdebstrap --include.
 var systemdInclude = []string{
 	"systemd", "systemd-sysv", "udev", "openssh-server", "iproute2", "kmod", "dbus",
-	"libpam-systemd", "sudo", "procps", "iputils-ping", "netbase",
+	"libpam-systemd", "sudo", "procps", "iputils-ping", "netbase", "qemu-guest-agent",
 }
 
 // systemdModules are copied (with their dependencies) into the rootfs;

@@ -67,6 +67,7 @@ arg = {}
 ---@field forwards? (integer|{guest: integer, host?: integer, proto?: "tcp"|"udp", host_addr?: string})[] Port forwards from 127.0.0.1 to the guest (user networking).
 ---@field netboot? vmscript.NetbootServer Boot from this netboot server.
 ---@field bootfile? string The file the netboot server hands out first (needs netboot).
+---@field agent? boolean Add the port of qemu-guest-agent (vm:agent); the systemd lab's guests have it without asking.
 ---@field serial_bios? boolean Send the BIOS's output to the serial console as well.
 ---@field serial_log? string Also have QEMU write the serial output to this file (relative to the run directory).
 ---@field net_user_extra? string Extra options for -netdev user.
@@ -85,6 +86,41 @@ arg = {}
 ---@field took_s number How long qemu.warm took in this run.
 ---@field bytes? integer The cache entry's size.
 ---@field why string[] On a miss: why no saved state was used.
+
+--- A command channel through the guest's qemu-guest-agent (vm:agent): exec with exit code, stdout and stderr apart and exact, guest files, shutdown.
+---@class vmscript.Agent
+local __Agent = {}
+
+--- Run a command (default timeout 5 min); output is what it printed (stdout then stderr over SSH; the console text on the serial shell, which refuses stdin and env); on timeout raises kind "timeout" with the partial output; a non-zero exit is not an error. exact=true on the serial shell: stdout and stderr byte for byte and apart, even while the kernel floods the console (the output goes to files in the guest and comes back checked; the command's stdout is then not the terminal).
+---@param cmd string
+---@param opts? {timeout?: duration, stdin?: string, env?: table<string, string>, exact?: boolean}
+---@return {output: string, stdout: string, stderr: string, code: integer, signal?: string, duration: number}
+function __Agent:run(cmd, opts) end
+
+--- Run a command and return whether it exited 0 (a timeout or a dead VM raises).
+---@param cmd string
+---@param opts? {timeout?: duration}
+---@return boolean
+function __Agent:test(cmd, opts) end
+
+--- A guest file's bytes (guest-file-open/read).
+---@param path string
+---@param opts? {timeout?: duration}
+---@return string
+function __Agent:read_file(path, opts) end
+
+--- Write a guest file (created or truncated).
+---@param path string
+---@param data string
+---@param opts? {timeout?: duration}
+function __Agent:write_file(path, data, opts) end
+
+--- Ask the guest to power off (default), halt or reboot; returns once asked (vm:wait sees the end).
+---@param mode? "powerdown"|"halt"|"reboot"
+function __Agent:shutdown(mode) end
+
+--- Close the session (also done when the script ends).
+function __Agent:close() end
 
 --- A saved VM state that forks start from; its files are removed at the end unless keep=true.
 ---@class vmscript.Checkpoint
@@ -505,6 +541,18 @@ function __VM:link(up, nic) end
 ---@param opts {user: string, password?: string, timeout?: duration}
 ---@return vmscript.Shell
 function __VM:login(opts) end
+
+--- Connect to the guest's qemu-guest-agent (the systemd lab's guests have its port; others need qemu.start{agent = true}); a VM without the port fails at once, a guest without the agent after timeout (default 5s), saying so.
+---@param opts? {timeout?: duration}
+---@return vmscript.Agent
+function __VM:agent(opts) end
+
+--- The first command channel that works: the guest agent, SSH (with ssh = {vm:ssh options}), the serial shell; returns it, its name, and why each one before it was passed over.
+---@param opts? {agent_timeout?: duration, ssh?: table, user?: string, shell_timeout?: duration}
+---@return vmscript.Shell|vmscript.SSHClient|vmscript.Agent
+---@return "agent"|"ssh"|"serial"
+---@return string[]
+function __VM:runner(opts) end
 
 --- Take over a shell already at its prompt on the serial console (mini lab, emergency shell); returns a shell channel.
 ---@param opts? {timeout?: duration, user?: string}

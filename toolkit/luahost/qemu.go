@@ -84,7 +84,7 @@ func (h *Host) qemuConfig(o *Opts) qemu.Config {
 		Machine: o.String("machine", ""), Accel: o.String("accel", ""), Firmware: o.String("firmware", ""),
 		ISO: o.String("iso", ""), Kernel: o.String("kernel", ""), Initrd: o.String("initrd", ""),
 		Append: o.String("append", ""), Boot: o.String("boot", ""), MAC: o.String("mac", ""),
-		SerialBIOS: o.Bool("serial_bios", false), QEMUArgs: o.StringList("qemu_args"),
+		SerialBIOS: o.Bool("serial_bios", false), QEMUArgs: o.StringList("qemu_args"), Agent: o.Bool("agent", false),
 		Binary: o.String("binary", ""), NetUserExtra: o.String("net_user_extra", ""),
 		SerialLog: o.String("serial_log", ""), Run: h.opt.Run,
 	}
@@ -311,6 +311,7 @@ func qemuStartOpts() TypeDoc {
 			{Name: "forwards", Type: "(integer|{guest: integer, host?: integer, proto?: \"tcp\"|\"udp\", host_addr?: string})[]?", Doc: "Port forwards from 127.0.0.1 to the guest (user networking)."},
 			{Name: "netboot", Type: "vmscript.NetbootServer?", Doc: "Boot from this netboot server."},
 			{Name: "bootfile", Type: "string?", Doc: "The file the netboot server hands out first (needs netboot)."},
+			{Name: "agent", Type: "boolean?", Doc: "Add the port of qemu-guest-agent (vm:agent); the systemd lab's guests have it without asking."},
 			{Name: "serial_bios", Type: "boolean?", Doc: "Send the BIOS's output to the serial console as well."},
 			{Name: "serial_log", Type: "string?", Doc: "Also have QEMU write the serial output to this file (relative to the run directory)."},
 			{Name: "net_user_extra", Type: "string?", Doc: "Extra options for -netdev user."},

@@ -69,7 +69,7 @@ func builtinModules() []Module {
 // builtinClasses are the object types of the Lua API, one file each.
 func builtinClasses() []Class {
 	return []Class{checkpointClass(), consoleClass(), isoImageClass(), initramfsClass(), lanClass(), lanDHCPClass(),
-		netbootServerClass(), screenClass(), shellClass(), sshClientClass(), vmClass()}
+		netbootServerClass(), screenClass(), shellClass(), sshClientClass(), vmClass(), agentClass()}
 }
 
 // Modules returns the modules of the Lua API sorted by name.

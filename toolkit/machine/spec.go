@@ -131,6 +131,9 @@ func (s Spec) addSource(ctx context.Context, p *bootPlan) error {
 			return usage("lab", "boots the lab's kernel and initramfs; do not also give kernel, initrd or iso")
 		}
 		cfg.Devices = append([]qemu.Device{s.Lab.DirectBoot(s.AppendExtra)}, cfg.Devices...)
+		if s.Lab.HasAgent() {
+			cfg.Agent = true // its qemu-guest-agent starts when the port appears
+		}
 	case s.Entry != nil:
 		b, err := s.resolveEntry(ctx, cfg)
 		if err != nil {

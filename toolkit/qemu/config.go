@@ -135,6 +135,10 @@ type Config struct {
 	// to the serial port (fw_cfg etc/sercon-port), so boot-loader messages
 	// reach the console log. BIOS firmware only.
 	SerialBIOS bool
+	// Agent adds a virtio-serial port named org.qemu.guest_agent.0 for
+	// qemu-guest-agent, its host side a socket in the private directory
+	// (VM.AgentSocket).
+	Agent bool
 	// SerialLog, if set, is a file QEMU itself writes every serial byte to
 	// (chardev logfile=), a second safety net beside the console's log.
 	SerialLog string

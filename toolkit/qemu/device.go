@@ -262,9 +262,19 @@ func (b *Builder) consoleArgs() []string {
 	if c.SerialLog != "" {
 		ser += ",logfile=" + qemuEscape(c.SerialLog) + ",logappend=on"
 	}
-	return []string{"-chardev", ser, "-serial", "chardev:ser0",
+	a := []string{"-chardev", ser, "-serial", "chardev:ser0",
 		"-qmp", "unix:" + qemuEscape(filepath.Join(c.Dir, qmpSocket)) + ",server=on,wait=off"}
+	if c.Agent {
+		a = append(a, "-device", "virtio-serial-pci,id=vser0",
+			"-chardev", "socket,id=qga0,path="+qemuEscape(filepath.Join(c.Dir, AgentSocket))+",server=on,wait=off",
+			"-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0")
+	}
+	return a
 }
+
+// AgentSocket is the file name of the guest agent's socket in a VM's
+// private directory (Config.Agent).
+const AgentSocket = "qga.sock"
 
 // mediaArgs are the CD-ROM, the disks and the directly booted kernel.
 func (b *Builder) mediaArgs() []string {

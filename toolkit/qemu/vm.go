@@ -94,6 +94,8 @@ type VM struct {
 
 	// mem is the VM's memory in the host's ledger, released at its exit.
 	mem *hostmem.Reservation
+	// agent: the VM has a guest agent port (Config.Agent).
+	agent bool
 }
 
 // event writes to the run's timeline, if there is a run.
@@ -147,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
 		defer cancel()
 	}
-	v := &VM{name: cfg.Name, mac: cfg.MAC, run: cfg.Run, mem: mem, exited: make(chan struct{}), stopped: make(chan struct{})}
+	v := &VM{name: cfg.Name, mac: cfg.MAC, run: cfg.Run, mem: mem, agent: cfg.Agent, exited: make(chan struct{}), stopped: make(chan struct{})}
 	if err := v.prepareDir(ctx, b); err != nil {
 		mem.Release()
 		return nil, err
@@ -687,6 +689,15 @@ func (v *VM) PID() int { return v.pid }
 // Dir returns the VM's private directory (sockets, OVMF variables). Start
 // removes a directory it made when QEMU exits.
 func (v *VM) Dir() string { return v.dir }
+
+// AgentSocket is the host side of the guest agent's port ("" without
+// Config.Agent).
+func (v *VM) AgentSocket() string {
+	if !v.agent {
+		return ""
+	}
+	return filepath.Join(v.dir, AgentSocket)
+}
 
 // Accel returns the accelerator in use, "kvm" or "tcg".
 func (v *VM) Accel() string { return v.accel.Accel }
