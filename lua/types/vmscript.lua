@@ -119,7 +119,7 @@ function __Agent:write_file(path, data, opts) end
 ---@param mode? "powerdown"|"halt"|"reboot"
 function __Agent:shutdown(mode) end
 
---- Close the session (also done when the script ends).
+--- Close the session (the VM's stop closes it too); the next vm:agent connects again.
 function __Agent:close() end
 
 --- A saved VM state that forks start from; its files are removed at the end unless keep=true.

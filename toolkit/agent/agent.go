@@ -22,6 +22,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmscript/vmscript/toolkit/command"
@@ -42,10 +43,11 @@ var pollInterval = 20 * time.Millisecond
 
 // Client is a session with a guest agent. Requests go one at a time.
 type Client struct {
-	name string
-	conn net.Conn
-	r    *bufio.Reader
-	mu   sync.Mutex
+	name   string
+	conn   net.Conn
+	r      *bufio.Reader
+	mu     sync.Mutex
+	closed atomic.Bool
 }
 
 // Dial connects to the agent's socket (the host side of the port) and
@@ -68,7 +70,13 @@ func Dial(ctx context.Context, name, socket string, syncTimeout time.Duration) (
 }
 
 // Close ends the session.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	return c.conn.Close()
+}
+
+// Closed reports whether Close was called.
+func (c *Client) Closed() bool { return c.closed.Load() }
 
 // Channel implements command.Runner.
 func (c *Client) Channel() string { return "agent" }
@@ -97,7 +105,7 @@ func (c *Client) sync(ctx context.Context, timeout time.Duration) error {
 		c.conn.SetReadDeadline(minTime(deadline, time.Now().Add(time.Second)))
 		ok, err := c.readSync(sent)
 		if ok {
-			return nil
+			return c.drain(deadline, timeout)
 		}
 		if ne, isNet := err.(net.Error); !isNet || !ne.Timeout() {
 			return c.noAgent(timeout, err)
@@ -105,6 +113,30 @@ func (c *Client) sync(ctx context.Context, timeout time.Duration) error {
 		last = err
 	}
 	return c.noAgent(timeout, last)
+}
+
+// drain sends a plain guest-sync and skips every answer before its own:
+// the agent answers each 0xFF an earlier sync sent with a parse error, and
+// each earlier sync it read late with its id, in order.
+func (c *Client) drain(deadline time.Time, timeout time.Duration) error {
+	id := rand.Int64N(1 << 40)
+	req, _ := json.Marshal(map[string]any{"execute": "guest-sync", "arguments": map[string]any{"id": id}})
+	c.conn.SetDeadline(deadline)
+	if _, err := c.conn.Write(append(req, '\n')); err != nil {
+		return c.noAgent(timeout, err)
+	}
+	for {
+		line, err := c.r.ReadBytes('\n')
+		if err != nil {
+			return c.noAgent(timeout, err)
+		}
+		var resp struct {
+			Return int64 `json:"return"`
+		}
+		if json.Unmarshal(bytes.TrimSpace(bytes.TrimLeft(line, "\xff")), &resp) == nil && resp.Return == id {
+			return nil
+		}
+	}
 }
 
 // readSync reads answers until one carries an id of sent.

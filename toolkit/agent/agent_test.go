@@ -68,6 +68,10 @@ func (f *fakeAgent) handle(c net.Conn) {
 		case "guest-sync-delimited":
 			c.Write([]byte{0xff})
 			reply(req.Args["id"])
+			// As the real agent does for the 0xFF in front of the request.
+			c.Write([]byte(`{"error": {"class": "GenericError", "desc": "JSON parse error, stray '\377'"}}` + "\n"))
+		case "guest-sync":
+			reply(req.Args["id"])
 		case "guest-exec":
 			reply(map[string]any{"pid": 42})
 		case "guest-exec-status":

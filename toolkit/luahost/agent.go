@@ -20,7 +20,7 @@ func agentClass() Class {
 				Doc: "Write a guest file (created or truncated)."},
 			Func{Name: "shutdown", Params: "mode?: \"powerdown\"|\"halt\"|\"reboot\"", Fn: (*Host).agentShutdown,
 				Doc: "Ask the guest to power off (default), halt or reboot; returns once asked (vm:wait sees the end)."},
-			Func{Name: "close", Fn: (*Host).agentClose, Doc: "Close the session (also done when the script ends)."},
+			Func{Name: "close", Fn: (*Host).agentClose, Doc: "Close the session (the VM's stop closes it too); the next vm:agent connects again."},
 		),
 	}
 }
@@ -29,9 +29,9 @@ func (h *Host) checkAgent(L *lua.LState) *agent.Client {
 	return h.CheckObject(L, 1, "agent").(*agent.Client)
 }
 
-// agentObject is a client as a Lua `agent`, closed when the host closes.
+// agentObject is a client as a Lua `agent` (the machine owns the session
+// and closes it when it stops).
 func (h *Host) agentObject(L *lua.LState, c *agent.Client) *lua.LUserData {
-	h.OnClose("close agent", func() { c.Close() })
 	return h.NewObject(L, "agent", c)
 }
 

@@ -14,15 +14,25 @@ import (
 // agent.DefaultSyncTimeout). A machine started without the agent's port
 // fails at once; one whose guest runs no agent fails at the timeout, saying
 // so.
+//
+// The port takes one connection at a time, so the machine keeps the
+// session and hands every caller the same one (its requests go one at a
+// time); after Close the next call connects again. Stop closes it.
 func (m *Machine) Agent(ctx context.Context, syncTimeout time.Duration) (*agent.Client, error) {
 	sock := m.VM.AgentSocket()
 	if sock == "" {
 		return nil, vmerr.New(vmerr.Usage, "%s has no guest agent port: start it with agent = true (the systemd lab's guests have one)", m.Name()).With("vm", m.Name())
 	}
+	m.agentMu.Lock()
+	defer m.agentMu.Unlock()
+	if m.agent != nil && !m.agent.Closed() {
+		return m.agent, nil
+	}
 	c, err := agent.Dial(ctx, m.Name(), sock, syncTimeout)
 	if err != nil {
 		return nil, err
 	}
+	m.agent = c
 	if m.run != nil {
 		m.run.Event("vm:"+m.Name(), "agent-connect", map[string]any{"socket": sock})
 	}
@@ -69,4 +79,14 @@ func (m *Machine) Runner(ctx context.Context, opt RunnerOptions) (command.Runner
 		return nil, passed, err
 	}
 	return sh, passed, nil
+}
+
+// closeAgent ends the machine's agent session, if any.
+func (m *Machine) closeAgent() {
+	m.agentMu.Lock()
+	defer m.agentMu.Unlock()
+	if m.agent != nil {
+		m.agent.Close()
+		m.agent = nil
+	}
 }

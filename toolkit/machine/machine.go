@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/agent"
 	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/qemu"
@@ -58,6 +59,9 @@ type Machine struct {
 	screenOnce sync.Once
 	screen     *screen.Screen
 	screenErr  error
+
+	agentMu sync.Mutex
+	agent   *agent.Client // the guest agent session (Agent)
 }
 
 // Entry returns the ISO boot menu entry the machine booted directly (nil
@@ -151,6 +155,7 @@ func (m *Machine) Stop(grace time.Duration) {
 	m.VM.Stop(grace)
 	<-m.Console.Done()
 	m.closeScreen()
+	m.closeAgent()
 }
 
 // Wait waits for QEMU to exit (bounded by ctx) and for the console's last
