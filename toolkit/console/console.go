@@ -285,6 +285,7 @@ func (c *Console) Feed(p []byte) {
 	textBase := int64(len(c.text))
 	prevText := c.text // readable without mu while we hold feedMu
 	watchers := c.watchers
+	partStart := c.partText
 	c.mu.Unlock()
 	st := &c.st
 	st.out, st.pairs, st.lines = st.out[:0], st.pairs[:0], st.lines[:0]
@@ -293,7 +294,7 @@ func (c *Console) Feed(p []byte) {
 	// 3. Watchers see each completed line before it is published, so a
 	// waiter can never see data past a fail line without the failure.
 	var lineTexts []string
-	if len(watchers) > 0 || c.run != nil {
+	if c.run != nil || len(watchers) > 0 && mayMatch(watchers, prevText[min(partStart, textBase):], st.out) {
 		lineTexts = make([]string, len(st.lines))
 		for i, l := range st.lines {
 			lineTexts[i] = lineString(prevText, st.out, textBase, l)

@@ -137,6 +137,9 @@ type failureLine struct {
 // matches itself: the fail watchers (their fired failures) and the failure
 // patterns (their lines, for the timeline).
 func matchInline(watchers []*watcher, lines []lineRec, texts []string) ([]*watchFail, []failureLine) {
+	if texts == nil {
+		return nil, nil // no watcher can match these lines (mayMatch)
+	}
 	var fails []*watchFail
 	var hits []failureLine
 	for _, w := range watchers {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"regexp"
 	"strings"
@@ -63,6 +64,46 @@ func (w *watcher) match(line string) bool {
 		return strings.Contains(line, w.need) && w.re.MatchString(line)
 	}
 	return strings.Contains(line, w.lit)
+}
+
+// needles are texts one of which every line the watcher matches holds
+// (nil: none known, any line may match).
+func (w *watcher) needles() []string {
+	switch {
+	case w.fn != nil:
+		return nil // it sees every line through the line log
+	case w.lits != nil:
+		return w.lits
+	case w.re == nil:
+		return []string{w.lit}
+	case w.need != "":
+		return []string{w.need}
+	}
+	return nil
+}
+
+// mayMatch reports whether a watcher may match a line completed by a
+// chunk: the lines lie in the unfinished line before it (head) and the
+// chunk's text; when neither holds a needle of any watcher, no line
+// matches and Feed need not build the lines' strings (with a timeline it
+// builds them anyway).
+func mayMatch(watchers []*watcher, head, chunk []byte) bool {
+	var window []byte
+	for _, w := range watchers {
+		ns := w.needles()
+		if ns == nil {
+			return true
+		}
+		if window == nil {
+			window = append(append(make([]byte, 0, len(head)+len(chunk)), head...), chunk...)
+		}
+		for _, n := range ns {
+			if bytes.Contains(window, []byte(n)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // loop calls fn for every matching line of the console's line log, off the
