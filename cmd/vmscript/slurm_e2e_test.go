@@ -53,7 +53,7 @@ func TestE2ESlurmMatrix(t *testing.T) {
 	cmd := exec.Command(binary, "slurm", "submit", "nightly.lua", "--results", results, "--wait")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), cluster.Env()...)
-	var out, errb bytes.Buffer
+	var out, errb syncBuffer // read while the process writes
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestE2ESlurmMatrix(t *testing.T) {
 }
 
 // waitJobID reads the job id submit prints first.
-func waitJobID(t *testing.T, out *bytes.Buffer) string {
+func waitJobID(t *testing.T, out *syncBuffer) string {
 	t.Helper()
 	re := regexp.MustCompile(`job (\d+): 6 tasks`)
 	deadline := time.Now().Add(time.Minute)
