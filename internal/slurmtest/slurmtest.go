@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vmscript/vmscript/internal/testenv"
+	"github.com/vmscript/vmscript/toolkit/hostmem"
 )
 
 // Cluster is a running private cluster.
@@ -278,16 +279,13 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// memMiB is the host's MemTotal in MiB.
+// memMiB is the host's MemTotal in MiB (4 GiB when it cannot be read).
 func memMiB() int {
-	b, _ := os.ReadFile("/proc/meminfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			return kb / 1024
-		}
+	b, err := hostmem.MemTotal()
+	if err != nil {
+		return 4096
 	}
-	return 4096
+	return int(b >> 20)
 }
 
 func tail(b []byte, n int) []byte {

@@ -122,7 +122,7 @@ func fromEnv() (int64, time.Duration, error) {
 		}
 		return b, wait, nil
 	}
-	total, err := memTotal()
+	total, err := MemTotal()
 	if err != nil {
 		return 0, wait, nil // no /proc/meminfo: nothing to budget against
 	}
@@ -148,8 +148,8 @@ func ParseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// memTotal reads MemTotal from /proc/meminfo, in bytes.
-func memTotal() (int64, error) {
+// MemTotal reads the host's MemTotal from /proc/meminfo, in bytes.
+func MemTotal() (int64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err
@@ -164,9 +164,6 @@ func memTotal() (int64, error) {
 	}
 	return 0, fmt.Errorf("no MemTotal in /proc/meminfo")
 }
-
-// Budget returns the bytes all VMs may reserve together (0: no limit).
-func (l *Ledger) Budget() int64 { return l.budget }
 
 // Reservation is memory held in the ledger until Release.
 type Reservation struct {
