@@ -17,7 +17,7 @@
 //     command line is the original's with a new name, new private directory,
 //     new disk overlays and an -incoming option: the device model must match
 //     exactly or QEMU refuses the state.
-//   - A fresh serial socket and console log (<fork>.console.log) starting at
+//   - A fresh serial port and console log (<fork>.console.log) starting at
 //     the restore: nothing is printed by the guest until something happens,
 //     so a shell is resumed by typing (machine.ResumeShell).
 //   - Its own user-mode network (slirp) with new ephemeral forward ports:

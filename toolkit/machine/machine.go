@@ -14,7 +14,7 @@
 //	f, err := cp.Fork(ctx, machine.ForkOptions{NICs: []machine.NIC{{LAN: l}}})
 //	lease, err := f.RenewLease(ctx, machine.RenewOptions{})
 //
-// Boot starts QEMU paused, attaches a lossless console to the serial socket
+// Boot starts QEMU paused, attaches a lossless console to the serial port
 // (so the log holds byte 0), lets the guest run, and ends every pending
 // console wait at once when QEMU exits — with the exit reason — instead of
 // at the wait's timeout.
@@ -86,7 +86,7 @@ func (m *Machine) Ports() []Port { return append([]Port(nil), m.ports...) }
 func (m *Machine) String() string { return "vm " + m.VM.Name() + " (pid " + itoa(m.VM.PID()) + ")" }
 
 // Boot starts a guest from spec: QEMU paused, the console attached to its
-// serial socket (log <name>.console.log in the run directory), then the
+// serial port (log <name>.console.log in the run directory), then the
 // guest running. On failure nothing is left running.
 func Boot(ctx context.Context, spec Spec) (*Machine, error) {
 	p, err := spec.plan(ctx)

@@ -1,6 +1,7 @@
 // Package qemu starts and owns QEMU processes: it builds the command line
-// from a Config, starts QEMU paused (-S) with its serial console and QMP on
-// unix sockets in a short private directory, speaks QMP with its own client
+// from a Config, starts QEMU paused (-S) with its serial console on pipes
+// (its stdin and stdout) and QMP on a unix socket in a short private
+// directory, speaks QMP with its own client
 // (any reply size, ids, deadlines, every event kept and written to the run's
 // timeline), and makes sure no QEMU outlives vmscript (process group plus
 // Pdeathsig from a locked OS thread).
@@ -139,6 +140,12 @@ type Config struct {
 	// qemu-guest-agent, its host side a socket in the private directory
 	// (VM.AgentSocket).
 	Agent bool
+	// Console is the device the console is on: "serial" (the 16550 UART,
+	// ttyS0; default) or "virtio" (a virtio console, hvc0: the guest
+	// kernel needs virtio_console, and "console=hvc0" is added to the
+	// command line of a directly booted kernel). Under TCG a UART costs the
+	// guest an I/O exit per byte; a virtio console hands over whole buffers.
+	Console string
 	// SerialLog, if set, is a file QEMU itself writes every serial byte to
 	// (chardev logfile=), a second safety net beside the console's log.
 	SerialLog string
@@ -186,6 +193,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Firmware == "" {
 		c.Firmware = "bios"
+	}
+	if c.Console == "" {
+		c.Console = "serial"
 	}
 	if c.Net == "" {
 		c.Net = "user"
@@ -327,6 +337,15 @@ func (c Config) validateMachine() error {
 	default:
 		return usage("accel", "%q: want auto, kvm or tcg", c.Accel)
 	}
+	switch c.Console {
+	case "serial":
+	case "virtio":
+		if c.SerialBIOS {
+			return usage("serial_bios", "mirrors the firmware to the serial port, and console virtio has none")
+		}
+	default:
+		return usage("console", "%q: want serial or virtio", c.Console)
+	}
 	return nil
 }
 
@@ -457,10 +476,9 @@ func regularFile(path string) error {
 
 // Names of the files Start creates in Dir.
 const (
-	qmpSocket    = "qmp.sock"
-	serialSocket = "serial.sock"
-	varsFile     = "OVMF_VARS.fd"
-	serconFile   = "sercon-port.bin"
+	qmpSocket  = "qmp.sock"
+	varsFile   = "OVMF_VARS.fd"
+	serconFile = "sercon-port.bin"
 )
 
 // qemuEscape doubles commas, which QEMU's option syntax uses as separators.

@@ -33,7 +33,7 @@ func TestArgs(t *testing.T) {
 	}{
 		{"defaults", Config{Dir: "/tmp/vms-x", Accel: "tcg"},
 			"qemu-system-x86_64 -name vm -nodefaults -no-user-config -S -machine pc -accel tcg -m 1024 -smp 1 -display none -vga std " +
-				"-chardev socket,id=ser0,path=/tmp/vms-x/serial.sock,server=on,wait=on -serial chardev:ser0 " +
+				"-chardev stdio,id=ser0,signal=off -serial chardev:ser0 " +
 				"-qmp unix:/tmp/vms-x/qmp.sock,server=on,wait=off " +
 				"-netdev user,id=n0 -device virtio-net-pci,netdev=n0,mac=" + DeriveMAC("vm")},
 		{"auto accel, iso boot, forwards, extra", Config{Name: "base", Dir: "/tmp/vms-x", Memory: "2G", CPUs: 2, ISO: d + "/a.iso", Boot: "d",
@@ -41,7 +41,7 @@ func TestArgs(t *testing.T) {
 			NetUserExtra: "bootfile=tftp://10.0.2.2:6969/pxelinux.0", MAC: "52:54:00:AA:bb:cc",
 			QEMUArgs: []string{"-no-reboot"}},
 			"qemu-system-x86_64 -name base -nodefaults -no-user-config -S -machine pc -accel kvm -accel tcg -m 2048 -smp 2 -display none -vga std " +
-				"-chardev socket,id=ser0,path=/tmp/vms-x/serial.sock,server=on,wait=on -serial chardev:ser0 " +
+				"-chardev stdio,id=ser0,signal=off -serial chardev:ser0 " +
 				"-qmp unix:/tmp/vms-x/qmp.sock,server=on,wait=off " +
 				"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:0-:22,hostfwd=udp:127.0.0.2:5353-:53,bootfile=tftp://10.0.2.2:6969/pxelinux.0 " +
 				"-device virtio-net-pci,netdev=n0,mac=52:54:00:aa:bb:cc " +
@@ -52,7 +52,7 @@ func TestArgs(t *testing.T) {
 			"qemu-system-x86_64 -name k -nodefaults -no-user-config -S -machine q35 -accel kvm -m 1024 -smp 1 -display none -vga std " +
 				"-drive if=pflash,format=raw,unit=0,readonly=on,file=" + DefaultOVMFCode + " " +
 				"-drive if=pflash,format=raw,unit=1,file=/tmp/vms-k/OVMF_VARS.fd " +
-				"-chardev socket,id=ser0,path=/tmp/vms-k/serial.sock,server=on,wait=on -serial chardev:ser0 " +
+				"-chardev stdio,id=ser0,signal=off -serial chardev:ser0 " +
 				"-qmp unix:/tmp/vms-k/qmp.sock,server=on,wait=off " +
 				"-drive file=$D/disk.raw,format=raw,if=virtio,snapshot=on " +
 				"-drive file=$D/disk.img,format=qcow2,if=ide " +
@@ -61,7 +61,7 @@ func TestArgs(t *testing.T) {
 		{"netboot with sercon and serial log", Config{Name: "pxe", Dir: "/tmp/vms-p", Accel: "tcg", Boot: "n", SerialBIOS: true, SerialLog: "/tmp/pxe.serial"},
 			"qemu-system-x86_64 -name pxe -nodefaults -no-user-config -S -machine pc -accel tcg -m 1024 -smp 1 -display none -vga std " +
 				"-fw_cfg name=etc/sercon-port,file=/tmp/vms-p/sercon-port.bin " +
-				"-chardev socket,id=ser0,path=/tmp/vms-p/serial.sock,server=on,wait=on,logfile=/tmp/pxe.serial,logappend=on -serial chardev:ser0 " +
+				"-chardev stdio,id=ser0,signal=off,logfile=/tmp/pxe.serial,logappend=on -serial chardev:ser0 " +
 				"-qmp unix:/tmp/vms-p/qmp.sock,server=on,wait=off " +
 				"-netdev user,id=n0 -device virtio-net-pci,netdev=n0,mac=" + DeriveMAC("pxe") + " -boot order=n"},
 	}

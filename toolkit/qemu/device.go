@@ -129,7 +129,12 @@ func (b *Builder) bootOrder() string {
 
 // appendLine is the kernel command line with the devices' words.
 func (b *Builder) appendLine() string {
-	return strings.TrimSpace(strings.Join(append([]string{b.kernel.Append}, b.kernelArgs...), " "))
+	args := append([]string{b.kernel.Append}, b.kernelArgs...)
+	if b.cfg.Console == "virtio" {
+		// The last console= is /dev/console; ttyS0 has no UART behind it.
+		args = append(args, "console=hvc0")
+	}
+	return strings.TrimSpace(strings.Join(args, " "))
 }
 
 // check refuses combinations the devices and the Config make together.
@@ -255,15 +260,21 @@ func (b *Builder) firmwareArgs() []string {
 	return a
 }
 
-// consoleArgs are the serial console's and QMP's sockets.
+// consoleArgs are the serial console (QEMU's stdin and stdout, pipes to
+// the console) and QMP's socket.
 func (b *Builder) consoleArgs() []string {
 	c := b.cfg
-	ser := "socket,id=ser0,path=" + qemuEscape(filepath.Join(c.Dir, serialSocket)) + ",server=on,wait=on"
+	ser := "stdio,id=ser0,signal=off"
 	if c.SerialLog != "" {
 		ser += ",logfile=" + qemuEscape(c.SerialLog) + ",logappend=on"
 	}
-	a := []string{"-chardev", ser, "-serial", "chardev:ser0",
-		"-qmp", "unix:" + qemuEscape(filepath.Join(c.Dir, qmpSocket)) + ",server=on,wait=off"}
+	a := []string{"-chardev", ser}
+	if c.Console == "virtio" {
+		a = append(a, "-device", "virtio-serial-pci,id=vcon0", "-device", "virtconsole,bus=vcon0.0,chardev=ser0")
+	} else {
+		a = append(a, "-serial", "chardev:ser0")
+	}
+	a = append(a, "-qmp", "unix:"+qemuEscape(filepath.Join(c.Dir, qmpSocket))+",server=on,wait=off")
 	if c.Agent {
 		a = append(a, "-device", "virtio-serial-pci,id=vser0",
 			"-chardev", "socket,id=qga0,path="+qemuEscape(filepath.Join(c.Dir, AgentSocket))+",server=on,wait=off",

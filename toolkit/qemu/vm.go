@@ -75,7 +75,7 @@ type VM struct {
 
 	cmd      *exec.Cmd
 	pid      int
-	serial   *serialConn
+	serial   *serialPipe
 	forwards []Forward
 
 	mu         sync.Mutex
@@ -109,14 +109,14 @@ func (v *VM) event(kind string, fields map[string]any) {
 // paths fit the 107-byte limit.
 func shortTempParent() string {
 	t := os.TempDir()
-	if len(t)+len("/vms-name-1234567890/")+len(serialSocket) <= maxSocketPath {
+	if len(t)+len("/vms-name-1234567890/")+len(qmpSocket) <= maxSocketPath {
 		return t
 	}
 	return "/tmp"
 }
 
-// Start validates cfg, starts QEMU paused (-S), waits for its serial and QMP
-// sockets, connects both, negotiates QMP and returns. The guest has not run
+// Start validates cfg, starts QEMU paused (-S) with its serial port on
+// pipes, waits for its QMP socket, connects it, negotiates QMP and returns. The guest has not run
 // yet: attach a console to Serial, then call Cont. Start is bounded by ctx
 // (DefaultStartTimeout without a deadline). If QEMU exits during Start the
 // error has kind "exited" and quotes QEMU's stderr.
@@ -197,7 +197,6 @@ func (v *VM) prepareDir(ctx context.Context, b *Builder) error {
 			return vmerr.Wrap(vmerr.IO, err, "qemu: dir")
 		}
 		// Stale sockets of an earlier QEMU would be found before ours exist.
-		os.Remove(filepath.Join(cfg.Dir, serialSocket))
 		os.Remove(filepath.Join(cfg.Dir, qmpSocket))
 	}
 	v.dir = cfg.Dir
@@ -286,9 +285,17 @@ func (v *VM) recordCommandLine(cfg Config) (*os.File, error) {
 // forked QEMU exits, not the process: the forking goroutine stays locked to
 // its thread, waiting for QEMU, and only then lets the thread go.
 func (v *VM) spawn(stderr *os.File, nicFiles []*os.File) error {
+	serial, qemuIn, qemuOut, err := newSerialPipe()
+	if err != nil {
+		return vmerr.Wrap(vmerr.IO, err, "qemu: serial pipes").With("vm", v.name)
+	}
+	// QEMU has its own descriptors once started; ours must go, or the
+	// console would never see end of file when QEMU exits.
+	defer qemuIn.Close()
+	defer qemuOut.Close()
 	cmd := exec.Command(v.argv[0], v.argv[1:]...)
-	cmd.Stdin = nil
-	cmd.Stdout = stderr
+	cmd.Stdin = qemuIn
+	cmd.Stdout = qemuOut
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.ExtraFiles = nicFiles // fds 3, 4, … as in nicArgs
@@ -306,20 +313,17 @@ func (v *VM) spawn(stderr *os.File, nicFiles []*os.File) error {
 		v.reap(cmd.Wait())
 	}()
 	if err := <-startErr; err != nil {
+		serial.Close()
 		return vmerr.Wrap(vmerr.NotFound, err, "qemu: starting %s", v.argv[0]).With("vm", v.name)
 	}
+	v.serial = serial
 	return nil
 }
 
-// connect dials the serial socket first (with wait=on QEMU accepts it before
-// creating the rest, so the guest, paused by -S anyway, cannot print to
-// nobody), then QMP, and reads back the forwards' host ports.
+// connect dials QMP and reads back the forwards' host ports. (The serial
+// port needs no connecting: its pipes exist before QEMU does, so the guest
+// cannot print to nobody.)
 func (v *VM) connect(ctx context.Context, forwards []Forward) error {
-	sc, err := v.dialSocket(ctx, filepath.Join(v.dir, serialSocket))
-	if err != nil {
-		return err
-	}
-	v.serial = &serialConn{Conn: sc, eof: make(chan struct{})}
 	qc, err := v.dialSocket(ctx, filepath.Join(v.dir, qmpSocket))
 	if err != nil {
 		v.serial.Close()
@@ -661,25 +665,6 @@ func matchForwards(fs []Forward, text string) ([]Forward, error) {
 	return out, nil
 }
 
-// serialConn is the serial socket; it notes when its reader reached EOF so
-// that Stop closes it only after a console has drained it.
-type serialConn struct {
-	net.Conn
-	reading atomic.Bool
-	once    sync.Once
-	eof     chan struct{}
-}
-
-// Read reads from the serial socket.
-func (s *serialConn) Read(p []byte) (int, error) {
-	s.reading.Store(true)
-	n, err := s.Conn.Read(p)
-	if err != nil {
-		s.once.Do(func() { close(s.eof) })
-	}
-	return n, err
-}
-
 // Name returns the VM's name.
 func (v *VM) Name() string { return v.name }
 
@@ -714,9 +699,9 @@ func (v *VM) Forwards() []Forward { return append([]Forward(nil), v.forwards...)
 // MAC returns the NIC's MAC address ("" with net none).
 func (v *VM) MAC() string { return v.mac }
 
-// Serial returns the connected serial socket, for the console. It is a
-// net.Conn underneath, so deadlines can be set. Reads end with io.EOF when
-// QEMU exits.
+// Serial returns the guest's serial port, for the console: reads are what
+// the guest wrote, writes go to the guest. Read and write deadlines can be
+// set. Reads end with io.EOF when QEMU exits.
 func (v *VM) Serial() io.ReadWriter { return v.serial }
 
 // StderrPath returns the file QEMU's stderr goes to: <name>.stderr.log in

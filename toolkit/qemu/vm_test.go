@@ -92,7 +92,7 @@ func start(t *testing.T, cfg Config) *VM {
 	return v
 }
 
-// drain reads the serial socket into a buffer, as a console would.
+// drain reads the serial port into a buffer, as a console would.
 type drain struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -163,7 +163,7 @@ func TestE2EPausedThenRunning(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(line), DefaultBinary+" -name paused ") {
 		t.Errorf("cmdline file: %q %v", line, err)
 	}
-	if len(v.Dir())+len("/serial.sock") > maxSocketPath {
+	if len(v.Dir())+len("/qmp.sock") > maxSocketPath {
 		t.Errorf("dir %s too long", v.Dir())
 	}
 	evs := timeline(t, run)
@@ -374,7 +374,7 @@ func TestE2EStopKillsAStuckQEMU(t *testing.T) {
 }
 
 // TestE2EKernelSerial boots the host's Debian kernel (if readable) and finds
-// its banner on the serial socket: a real guest writing to the console.
+// its banner on the serial port: a real guest writing to the console.
 func TestE2EKernelSerial(t *testing.T) {
 	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
 	var kernel string
