@@ -85,7 +85,8 @@ func (h *Host) qemuConfig(o *Opts) qemu.Config {
 		ISO: o.String("iso", ""), Kernel: o.String("kernel", ""), Initrd: o.String("initrd", ""),
 		Append: o.String("append", ""), Boot: o.String("boot", ""), MAC: o.String("mac", ""),
 		SerialBIOS: o.Bool("serial_bios", false), QEMUArgs: o.StringList("qemu_args"), Agent: o.Bool("agent", false),
-		Binary: o.String("binary", ""), NetUserExtra: o.String("net_user_extra", ""),
+		Console: o.String("console", ""),
+		Binary:  o.String("binary", ""), NetUserExtra: o.String("net_user_extra", ""),
 		SerialLog: o.String("serial_log", ""), Run: h.opt.Run,
 	}
 	if cfg.SerialLog != "" && !filepath.IsAbs(cfg.SerialLog) && h.opt.Run != nil {
@@ -312,6 +313,7 @@ func qemuStartOpts() TypeDoc {
 			{Name: "netboot", Type: "vmscript.NetbootServer?", Doc: "Boot from this netboot server."},
 			{Name: "bootfile", Type: "string?", Doc: "The file the netboot server hands out first (needs netboot)."},
 			{Name: "agent", Type: "boolean?", Doc: "Add the port of qemu-guest-agent (vm:agent); the systemd lab's guests have it without asking."},
+			{Name: "console", Type: "(\"serial\"|\"virtio\")?", Doc: "The console's device: the 16550 UART ttyS0 (default) or a virtio console hvc0 (a directly booted kernel gets console=hvc0; the guest needs virtio_console, as the lab's have). Under TCG hvc0 carries bulk output far faster."},
 			{Name: "serial_bios", Type: "boolean?", Doc: "Send the BIOS's output to the serial console as well."},
 			{Name: "serial_log", Type: "string?", Doc: "Also have QEMU write the serial output to this file (relative to the run directory)."},
 			{Name: "net_user_extra", Type: "string?", Doc: "Extra options for -netdev user."},

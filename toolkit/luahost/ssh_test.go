@@ -97,3 +97,24 @@ func TestLuaSSHOverLAN(t *testing.T) {
 		t.Fatalf("output %q, want %q", out, want)
 	}
 }
+
+// TestLuaVirtioConsole: console = "virtio" puts the console on hvc0 (the
+// serial shell runs there), and a bad value is a usage error naming the
+// option before anything boots.
+func TestLuaVirtioConsole(t *testing.T) {
+	testenv.RequireQEMU(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	testenv.Lab(t, "mini")
+	out, err := runLua(t, ctx, `
+		local ok, e = pcall(qemu.start, {lab = "mini", console = "usb"})
+		print(ok, e.kind, tostring(e):match('console: "usb": want serial or virtio') ~= nil)
+		local vm = qemu.start{lab = "mini", memory = "512M", console = "virtio"}
+		vm.console:expect("mini# ", {timeout = "3m"})
+		print(vm:shell():run("tty; grep -o hvc0 /proc/consoles").output)
+		vm:kill()
+	`, nil, Options{Run: testenv.Run(t)})
+	if want := "false\tusage\ttrue\n/dev/hvc0\nhvc0\n\n"; err != nil || out != want {
+		t.Fatalf("%v: output %q, want %q", err, out, want)
+	}
+}
