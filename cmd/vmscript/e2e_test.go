@@ -163,7 +163,7 @@ func TestE2EPanicWatcherEndsWait(t *testing.T) {
 	}
 	var panicAt, caughtAt int64 = -1, -1
 	for _, ev := range timeline(t, run) {
-		if ev.Kind == "line" && panicAt < 0 && strings.Contains(ev.Fields["text"].(string), "Kernel panic") {
+		if ev.Kind == "output" && panicAt < 0 && strings.Contains(strings.Join(outputLines(run, ev.Fields), "\n"), "Kernel panic") {
 			panicAt = ev.Mono
 		}
 		if ev.Kind == "caught" {

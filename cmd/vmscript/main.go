@@ -87,7 +87,7 @@ by default): timeline.jsonl, run.json, console logs, notes.`),
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
-	root.AddCommand(newMatrixCmd(stdout), newReportCmd(stdout), newSlurmCmd(stdout), newRunCmd(stdout, stderr), newREPLCmd(stdout, stderr), newCheckCmd(stdout, stderr),
+	root.AddCommand(newMatrixCmd(stdout), newReportCmd(stdout), newTimelineCmd(stdout), newSlurmCmd(stdout), newRunCmd(stdout, stderr), newREPLCmd(stdout, stderr), newCheckCmd(stdout, stderr),
 		newDocCmd(stdout), newLabCmd(stdout, stderr), newWarmCmd(stdout, stderr), newVersionCmd(stdout),
 		newPSCmd(stdout), newConsoleCmd(stdout), newSSHCmd(), newProxyCmd())
 	return root

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmscript/vmscript/toolkit/console"
 	"github.com/vmscript/vmscript/toolkit/journal"
 )
 
@@ -130,6 +132,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"lab", "build", "huge"}, 2, `unknown lab "huge"`},
 		{[]string{"lab", "prune", "mini"}, 2, `unknown command "mini"`},
 		{[]string{"run", "syntax.lua"}, 1, "syntax.lua:1: "},
+		{[]string{"timeline", "nowhere"}, 2, "nowhere/timeline.jsonl: no such file"},
 	} {
 		r := vms(t, dir, nil, tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
@@ -320,5 +323,38 @@ func TestLuaPath(t *testing.T) {
 	writeScript(t, dir, "lib.lua", "local c = require 'vmscript.check'; c.equal(1, 1); print('ok')\n")
 	if r := vms(t, dir, nil, "run", "lib.lua"); r.code != 0 || r.stdout != "ok\n" {
 		t.Errorf("embedded library: %+v", r)
+	}
+}
+
+// TestTimelineCLI: the console's output events are printed with their
+// lines read back from the console log, in order with the other events.
+func TestTimelineCLI(t *testing.T) {
+	dir := t.TempDir()
+	run, err := journal.New(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	con, err := console.New(console.Options{Name: "vm1", Run: run, LogPath: run.Path("vm1.console.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con.Feed([]byte("\x1b[1mfirst line\x1b[0m\r\nsecond\r\n"))
+	if _, err := con.ExpectText(context.Background(), "second", console.ExpectOptions{Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	run.Event("script", "note", map[string]any{"text": "after the lines"})
+	con.Close(nil)
+	<-con.Done()
+	run.Close()
+	r := vms(t, dir, nil, "timeline", dir)
+	out := r.stdout
+	first, second := strings.Index(out, "| first line\n"), strings.Index(out, "| second\n")
+	match, note := strings.Index(out, "console:vm1 match"), strings.Index(out, "script note")
+	if r.code != 0 || first < 0 || first > second || second > match || match > note {
+		t.Fatalf("exit %d, output:\n%s%s", r.code, out, r.stderr)
+	}
+	r = vms(t, dir, nil, "timeline", dir, "--source", "script")
+	if strings.Contains(r.stdout, "console:") || !strings.Contains(r.stdout, `text="after the lines"`) {
+		t.Fatalf("--source script:\n%s", r.stdout)
 	}
 }

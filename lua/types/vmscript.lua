@@ -152,7 +152,7 @@ local __Console = {}
 --- Wait until a pattern appears after from (default: the end of the last match); plain text unless {re=…}; default timeout 2 min; settle (per pattern or for all): only a match that stays the console's last text that long, as a prompt does; index is 1-based.
 ---@param pattern string|vmscript.Pattern|(string|vmscript.Pattern)[]
 ---@param opts? {timeout?: duration, from?: "start"|"now"|table, raw?: boolean, settle?: duration}
----@return {text: string, index: integer, captures: string[], before: string, mark: {text: integer, raw: integer}}
+---@return {text: string, index: integer, captures: string[], before: string, before_cut: integer, mark: {text: integer, raw: integer}}
 function __Console:expect(pattern, opts) end
 
 --- Type text on the console as is.

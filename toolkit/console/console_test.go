@@ -483,19 +483,32 @@ func TestLogAndTimeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The output events cover the log's lines, in order, without gaps.
 	var lines []string
-	var offs []float64
+	var next int64
 	for _, ev := range evs {
-		if ev.Source == "console:vm1" && ev.Kind == "line" {
-			lines = append(lines, ev.Fields["text"].(string))
-			offs = append(offs, ev.Fields["raw_offset"].(float64))
+		if ev.Source != "console:vm1" || ev.Kind != "output" {
+			continue
 		}
+		r := ev.Fields["raw"].([]any)
+		from, to := int64(r[0].(float64)), int64(r[1].(float64))
+		if from != next || ev.Fields["log"] != "vm1.console.log" {
+			t.Fatalf("output event %v after %d", ev.Fields, next)
+		}
+		got, err := ReadLog(logPath, from, to)
+		if err != nil || len(got) != int(ev.Fields["lines"].(float64)) {
+			t.Fatalf("ReadLog %v: %d lines, %v", ev.Fields, len(got), err)
+		}
+		lines, next = append(lines, got...), to
 	}
-	if len(lines) < 4 || fmt.Sprint(lines[:4]) != "[first line second third fourth]" || fmt.Sprint(offs[:4]) != "[0 16 23 29]" {
-		t.Errorf("timeline lines %q offsets %v", lines[:min(4, len(lines))], offs[:min(4, len(offs))])
+	if len(lines) < 4 || fmt.Sprint(lines[:4]) != "[first line second third fourth]" {
+		t.Errorf("timeline lines %q", lines[:min(4, len(lines))])
 	}
-	if n := len(c.Lines(nil, nil)); n != len(lines) {
-		t.Errorf("%d line events, %d lines", len(lines), n)
+	if all := c.Lines(nil, nil); strings.Join(all, "\n") != strings.Join(lines, "\n") {
+		t.Errorf("%d lines in output events, %d lines", len(lines), len(all))
+	}
+	if n := len(evs); n > 200 {
+		t.Errorf("%d timeline events for 200 kB fed at once: output is not coalesced", n)
 	}
 }
 

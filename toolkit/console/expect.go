@@ -23,6 +23,9 @@ const (
 	// MultilineWindow is how far back a multi-line regex looks from the
 	// first byte that arrived since the last look.
 	MultilineWindow = 16 << 10
+	// MaxBefore bounds Match.Before, so a wait across a flood does not
+	// copy the flood.
+	MaxBefore = 1 << 20
 )
 
 // Pattern is one thing to wait for. Exactly one of Text and Regex is set.
@@ -98,8 +101,12 @@ type Match struct {
 	// Captures holds a regex's submatches (groups 1…n; "" for a group that
 	// did not participate). nil for plain patterns.
 	Captures []string `json:"captures"`
-	// Before is the text between From and the match.
+	// Before is the text between From and the match: its last MaxBefore
+	// bytes when there is more (Console.Text reads any range whole).
 	Before string `json:"before"`
+	// BeforeCut is how many bytes of that text Before leaves out at its
+	// front (0 unless the match came more than MaxBefore after From).
+	BeforeCut int64 `json:"before_cut"`
 	// Start and End are the positions of the match's first byte and of the
 	// byte after it.
 	Start Mark `json:"-"`
@@ -192,12 +199,26 @@ type hit struct {
 	caps       []string
 }
 
-// scan looks at buf (the whole stream so far) and returns the match that
-// ends first (lowest pattern index on a tie), if any. The work is
-// proportional to the bytes added since the last call, plus the bounded
-// windows described on Pattern.
-func (m *matcher) scan(buf []byte) (hit, bool) {
-	end := int64(len(buf))
+// need is the first stream offset the next scan may look at.
+func (m *matcher) need() int64 {
+	n := m.line
+	for _, p := range m.pats {
+		switch {
+		case p.lit != nil:
+			n = min(n, m.pos-int64(len(p.lit)-1))
+		case p.multi:
+			n = min(n, m.pos-MultilineWindow)
+		}
+	}
+	return max(n, m.from)
+}
+
+// scan looks at the stream so far, buf holding its bytes from base on
+// (base <= need()), and returns the match that ends first (lowest pattern
+// index on a tie), if any. The work is proportional to the bytes added
+// since the last call, plus the bounded windows described on Pattern.
+func (m *matcher) scan(buf []byte, base int64) (hit, bool) {
+	end := base + int64(len(buf))
 	if end < m.pos || (end == m.pos && m.started) {
 		return hit{}, false
 	}
@@ -212,7 +233,7 @@ func (m *matcher) scan(buf []byte) (hit, bool) {
 		switch {
 		case p.lit != nil:
 			s := max(m.from, m.pos-int64(len(p.lit)-1))
-			if j := bytes.Index(buf[s:end], p.lit); j >= 0 {
+			if j := bytes.Index(buf[s-base:], p.lit); j >= 0 {
 				st := s + int64(j)
 				consider(hit{start: st, end: st + int64(len(p.lit)), idx: i})
 			}
@@ -221,13 +242,13 @@ func (m *matcher) scan(buf []byte) (hit, bool) {
 			if p.multi {
 				s = max(m.from, min(m.line, m.pos-MultilineWindow))
 			}
-			if loc := p.re.FindSubmatchIndex(buf[s:end]); loc != nil {
+			if loc := p.re.FindSubmatchIndex(buf[s-base:]); loc != nil {
 				h := hit{start: s + int64(loc[0]), end: s + int64(loc[1]), idx: i}
 				if len(loc) > 2 {
 					h.caps = make([]string, len(loc)/2-1)
 					for g := 1; g < len(loc)/2; g++ {
 						if loc[2*g] >= 0 {
-							h.caps[g-1] = string(buf[s+int64(loc[2*g]) : s+int64(loc[2*g+1])])
+							h.caps[g-1] = string(buf[s-base+int64(loc[2*g]) : s-base+int64(loc[2*g+1])])
 						}
 					}
 				}
@@ -235,7 +256,7 @@ func (m *matcher) scan(buf []byte) (hit, bool) {
 			}
 		}
 	}
-	if nl := bytes.LastIndexByte(buf[max(m.pos, m.line):end], '\n'); nl >= 0 {
+	if nl := bytes.LastIndexByte(buf[max(m.pos, m.line)-base:], '\n'); nl >= 0 {
 		m.line = max(m.pos, m.line) + int64(nl) + 1
 	}
 	if end-m.line > MaxLineWindow {
@@ -326,7 +347,7 @@ func (c *Console) recordWait(pats []Pattern, opt ExpectOptions, timeout time.Dur
 	if opt.Desc != "" {
 		ev["what"] = opt.Desc
 	}
-	c.run.Event(c.source, "wait-start", ev)
+	c.event("wait-start", ev)
 	return func(err error) {
 		f := map[string]any{"patterns": patternList(pats), "waited_s": time.Since(start).Seconds(), "ok": err == nil}
 		if opt.Desc != "" {
@@ -335,24 +356,26 @@ func (c *Console) recordWait(pats []Pattern, opt ExpectOptions, timeout time.Dur
 		if ve, isVM := err.(*vmerr.Error); isVM {
 			f["kind"] = ve.Kind
 		}
-		c.run.Event(c.source, "wait-end", f)
+		c.event("wait-end", f)
 	}
 }
 
 // waitState is what a wait looks at: the stream so far, the close reason,
 // the earliest fired fail watcher.
 type waitState struct {
-	buf      []byte
+	view     tapeView[byte]
 	closeErr *vmerr.Error
 	fail     *watchFail
 }
 
+func (st waitState) end() int64 { return st.view.end() }
+
 func (c *Console) waitState(raw bool) waitState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := waitState{buf: c.text, closeErr: c.closeErr}
+	st := waitState{view: c.text.view(), closeErr: c.closeErr}
 	if raw {
-		st.buf = c.raw
+		st.view = c.raw.view()
 	}
 	for _, f := range c.fails {
 		if st.fail == nil || f.textEnd < st.fail.textEnd {
@@ -399,11 +422,11 @@ func (x *expectation) settleOf(idx int) time.Duration {
 // step looks at the stream once: done with a match, or with the error that
 // ends the wait (a fail watcher, the console's close), or not done.
 func (x *expectation) step(st waitState) (*Match, *vmerr.Error, bool) {
-	if x.m.pos > int64(len(st.buf)) { // a mark from the future: clamp
-		x.restart(int64(len(st.buf)))
-		x.fromOff = min(x.fromOff, int64(len(st.buf)))
+	if x.m.pos > st.end() { // a mark from the future: clamp
+		x.restart(st.end())
+		x.fromOff = min(x.fromOff, st.end())
 	}
-	if x.cand != nil && int64(len(st.buf)) > x.cand.end {
+	if x.cand != nil && st.end() > x.cand.end {
 		// Output came after the candidate: look again from its start,
 		// where a regex may now match a longer text.
 		x.restart(x.cand.start)
@@ -412,7 +435,7 @@ func (x *expectation) step(st waitState) (*Match, *vmerr.Error, bool) {
 	if x.cand != nil && (x.fired || st.closeErr != nil) {
 		// Still the last thing after the settle time, or the console
 		// closed meanwhile.
-		return x.c.matched(x.pats, *x.cand, st.buf, x.fromOff, x.opt.Raw), nil, true
+		return x.c.matched(x.pats, *x.cand, st.view, x.fromOff, x.opt.Raw), nil, true
 	}
 	for again := x.cand == nil; again; {
 		var mt *Match
@@ -434,23 +457,54 @@ func (x *expectation) step(st waitState) (*Match, *vmerr.Error, bool) {
 // that is not the last thing is passed over (again: scan on after it), one
 // at the end becomes the candidate that must settle.
 func (x *expectation) scan(st waitState) (mt *Match, again, done bool) {
-	h, ok := x.m.scan(st.buf)
+	h, ok := x.scanView(st.view)
 	if !ok || (st.fail != nil && h.end > st.fail.end(x.opt.Raw)) {
 		return nil, false, false
 	}
 	switch {
 	case x.settleOf(h.idx) <= 0:
-		return x.c.matched(x.pats, h, st.buf, x.fromOff, x.opt.Raw), false, true
-	case h.end < int64(len(st.buf)):
+		return x.c.matched(x.pats, h, st.view, x.fromOff, x.opt.Raw), false, true
+	case h.end < st.end():
 		x.restart(max(h.end, h.start+1))
 		return nil, true, false
 	case st.closeErr != nil:
 		// At the end of a closed console: nothing more can come.
-		return x.c.matched(x.pats, h, st.buf, x.fromOff, x.opt.Raw), false, true
+		return x.c.matched(x.pats, h, st.view, x.fromOff, x.opt.Raw), false, true
 	}
 	x.cand = &h
 	x.settled = time.After(x.settleOf(h.idx))
 	return nil, false, false
+}
+
+// catchUpChunk is how much history a wait that fell behind what memory
+// holds reads back from disk per look.
+const catchUpChunk = 1 << 20
+
+// scanView runs the matcher over what arrived since its last look: from
+// memory, or, for a wait that fell behind what memory holds (a mark from
+// long ago, a flood), from disk in catchUpChunk pieces cut after a line
+// end, so a line regex never sees a line cut short.
+func (x *expectation) scanView(v tapeView[byte]) (hit, bool) {
+	for x.m.need() < v.base {
+		lo := x.m.need()
+		hi := min(v.end(), x.m.pos+catchUpChunk)
+		b, err := v.slice(lo, hi)
+		if err != nil {
+			// Unreadable (recorded): go on from what memory holds.
+			x.m = &matcher{pats: x.cp, from: v.base, pos: v.base, line: v.base}
+			break
+		}
+		if hi < v.end() {
+			if nl := bytes.LastIndexByte(b[x.m.pos-lo:], '\n'); nl >= 0 {
+				b = b[:x.m.pos-lo+int64(nl)+1]
+			}
+		}
+		if h, ok := x.m.scan(b, lo); ok {
+			return h, true
+		}
+	}
+	n := x.m.need()
+	return x.m.scan(v.mem[n-v.base:], n)
 }
 
 // ExpectText is Expect for one plain pattern.
@@ -458,25 +512,28 @@ func (c *Console) ExpectText(ctx context.Context, text string, opt ExpectOptions
 	return c.Expect(ctx, []Pattern{{Text: text}}, opt)
 }
 
-func (c *Console) matched(pats []Pattern, h hit, buf []byte, from int64, raw bool) *Match {
+func (c *Console) matched(pats []Pattern, h hit, v tapeView[byte], from int64, raw bool) *Match {
+	beforeLo := max(from, h.start-MaxBefore)
 	mt := &Match{
-		Text:     string(buf[h.start:h.end]),
-		Index:    h.idx,
-		Captures: h.caps,
-		Before:   string(buf[from:h.start]),
+		Text:      string(c.readBytes(v, h.start, h.end)),
+		Index:     h.idx,
+		Captures:  h.caps,
+		Before:    string(c.readBytes(v, beforeLo, h.start)),
+		BeforeCut: beforeLo - from,
 	}
 	c.mu.Lock()
+	pairs, textLen := c.pairs.view(), c.text.len()
 	if raw {
-		mt.Start = Mark{Raw: h.start, Text: textEndOf(c.pairs, int64(len(c.text)), h.start)}
-		mt.End = Mark{Raw: h.end, Text: textEndOf(c.pairs, int64(len(c.text)), h.end)}
+		mt.Start = Mark{Raw: h.start, Text: textEndOf(pairs, textLen, h.start)}
+		mt.End = Mark{Raw: h.end, Text: textEndOf(pairs, textLen, h.end)}
 	} else {
-		mt.Start = Mark{Text: h.start, Raw: rawStartOf(c.pairs, h.start)}
-		mt.End = Mark{Text: h.end, Raw: rawEndOf(c.pairs, h.end)}
+		mt.Start = Mark{Text: h.start, Raw: rawStartOf(pairs, h.start)}
+		mt.End = Mark{Text: h.end, Raw: rawEndOf(pairs, h.end)}
 	}
 	c.last = mt.End
 	c.mu.Unlock()
 	if c.run != nil {
-		c.run.Event(c.source, "match", map[string]any{
+		c.event("match", map[string]any{
 			"pattern": pats[h.idx].String(), "index": h.idx, "text": mt.Text,
 			"offset": mt.Start.Text, "raw_offset": mt.Start.Raw,
 		})
@@ -486,7 +543,7 @@ func (c *Console) matched(pats []Pattern, h hit, buf []byte, from int64, raw boo
 
 // rawStartOf maps the stripped offset of a match's first byte to the raw
 // offset of the byte that produced it.
-func rawStartOf(pairs []offsetPair, s int64) int64 { return rawEndOf(pairs, s+1) - 1 }
+func rawStartOf(pairs tapeView[offsetPair], s int64) int64 { return rawEndOf(pairs, s+1) - 1 }
 
 // waitErr adds the wait's context to e.
 func (c *Console) waitErr(e *vmerr.Error, pats []Pattern, start time.Time) *vmerr.Error {

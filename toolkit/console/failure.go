@@ -164,9 +164,10 @@ func matchInline(watchers []*watcher, lines []lineRec, texts []string) ([]*watch
 // recordFailures puts the lines failure patterns matched into the
 // timeline as "failure" events with the pattern's name and action.
 func (c *Console) recordFailures(hits []failureLine) {
-	if c.run == nil {
+	if c.run == nil || len(hits) == 0 {
 		return
 	}
+	c.flushOutputLocked() // the lines first
 	for _, h := range hits {
 		action := Warn
 		if h.w.fail {

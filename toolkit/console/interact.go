@@ -107,10 +107,3 @@ func (c *Console) Interact(ctx context.Context, in *os.File, out io.Writer) erro
 		}
 	}
 }
-
-// event writes to the run's timeline, if the console has a run.
-func (c *Console) event(kind string, fields map[string]any) {
-	if c.run != nil {
-		c.run.Event(c.source, kind, fields)
-	}
-}

@@ -59,7 +59,7 @@ func (c *Console) sendLogged(ctx context.Context, s, shown string) error {
 		if err != nil {
 			f["error"] = err.Error()
 		}
-		c.run.Event(c.source, "send", f)
+		c.event("send", f)
 	}
 	return err
 }

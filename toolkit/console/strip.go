@@ -339,16 +339,16 @@ func (st *stripper) strEsc(b byte) (again bool) {
 
 // rawEndOf maps a stripped end offset (exclusive) to the raw offset just
 // after the raw byte that produced stripped byte e-1. pairs must be sorted.
-func rawEndOf(pairs []offsetPair, e int64) int64 {
+func rawEndOf(pairs tapeView[offsetPair], e int64) int64 {
 	if e <= 0 {
 		return 0
 	}
 	s := e - 1
 	// The last pair with text <= s.
-	lo, hi := 0, len(pairs)
+	lo, hi := int64(0), pairs.end()
 	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if pairs[m].text <= s {
+		m := int64(uint64(lo+hi) >> 1)
+		if pairs.at(m).text <= s {
 			lo = m + 1
 		} else {
 			hi = m
@@ -357,22 +357,22 @@ func rawEndOf(pairs []offsetPair, e int64) int64 {
 	if lo == 0 {
 		return s + 1
 	}
-	p := pairs[lo-1]
+	p := pairs.at(lo - 1)
 	return p.raw + (s - p.text) + 1
 }
 
 // textEndOf maps a raw end offset (exclusive) to the number of stripped
 // bytes produced by raw bytes before it. textLen is the stripped length.
-func textEndOf(pairs []offsetPair, textLen, e int64) int64 {
+func textEndOf(pairs tapeView[offsetPair], textLen, e int64) int64 {
 	if e <= 0 {
 		return 0
 	}
 	r := e - 1
 	// The last pair with raw <= r.
-	lo, hi := 0, len(pairs)
+	lo, hi := int64(0), pairs.end()
 	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if pairs[m].raw <= r {
+		m := int64(uint64(lo+hi) >> 1)
+		if pairs.at(m).raw <= r {
 			lo = m + 1
 		} else {
 			hi = m
@@ -381,10 +381,10 @@ func textEndOf(pairs []offsetPair, textLen, e int64) int64 {
 	var p offsetPair
 	next := textLen
 	if lo > 0 {
-		p = pairs[lo-1]
+		p = pairs.at(lo - 1)
 	}
-	if lo < len(pairs) {
-		next = pairs[lo].text
+	if lo < pairs.end() {
+		next = pairs.at(lo).text
 	}
 	return min(p.text+(r-p.raw)+1, next)
 }

@@ -92,12 +92,12 @@ func TestStripMapping(t *testing.T) {
 	// raw byte behind a printable stripped byte is that byte.
 	prev := int64(0)
 	for e := int64(1); e <= int64(len(text)); e++ {
-		r := rawEndOf(cps, e)
+		r := rawEndOf(tapeView[offsetPair]{mem: cps}, e)
 		if r <= prev || r > int64(len(in)) {
 			t.Fatalf("rawEndOf(%d) = %d after %d", e, r, prev)
 		}
 		prev = r
-		if got := textEndOf(cps, int64(len(text)), r); got != e {
+		if got := textEndOf(tapeView[offsetPair]{mem: cps}, int64(len(text)), r); got != e {
 			t.Fatalf("textEndOf(rawEndOf(%d)=%d) = %d", e, r, got)
 		}
 		c := text[e-1]

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"context"
 	"regexp"
 	"strings"
@@ -80,30 +79,6 @@ func (w *watcher) needles() []string {
 		return []string{w.need}
 	}
 	return nil
-}
-
-// mayMatch reports whether a watcher may match a line completed by a
-// chunk: the lines lie in the unfinished line before it (head) and the
-// chunk's text; when neither holds a needle of any watcher, no line
-// matches and Feed need not build the lines' strings (with a timeline it
-// builds them anyway).
-func mayMatch(watchers []*watcher, head, chunk []byte) bool {
-	var window []byte
-	for _, w := range watchers {
-		ns := w.needles()
-		if ns == nil {
-			return true
-		}
-		if window == nil {
-			window = append(append(make([]byte, 0, len(head)+len(chunk)), head...), chunk...)
-		}
-		for _, n := range ns {
-			if bytes.Contains(window, []byte(n)) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // loop calls fn for every matching line of the console's line log, off the

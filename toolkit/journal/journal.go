@@ -150,6 +150,30 @@ func (r *Run) Subscribe(fn func(Event)) {
 	r.mu.Unlock()
 }
 
+// Subscribed says whether anyone subscribed to the run's events.
+func (r *Run) Subscribed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.subs) > 0
+}
+
+// Notify hands an event to the subscribers only, not to the timeline: for
+// what a live display shows but the timeline records another way (console
+// lines, which it refers to by their byte ranges).
+func (r *Run) Notify(source, kind string, fields map[string]any) {
+	r.mu.Lock()
+	subs := r.subs
+	r.mu.Unlock()
+	if len(subs) == 0 {
+		return
+	}
+	now := time.Now()
+	ev := Event{Mono: now.Sub(r.start).Nanoseconds(), Wall: now.Format(WallFormat), Source: source, Kind: kind, Fields: fields}
+	for _, fn := range subs {
+		fn(ev)
+	}
+}
+
 // Event appends one event to the timeline. It never fails the caller: an
 // event that cannot be encoded is recorded with the encoding error instead.
 func (r *Run) Event(source, kind string, fields map[string]any) {
