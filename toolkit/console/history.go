@@ -320,6 +320,7 @@ func (c *Console) mayMatch(watchers []*watcher, prev tapeView[byte], partStart, 
 		}
 		needles = append(needles, ns...)
 	}
+	longest = max(longest, 1)
 	seamLo := max(partStart, base-int64(longest-1))
 	if !sameWatchers(c.needlesOf, watchers) {
 		// partNeedle was not kept for these watchers: search the whole line.
