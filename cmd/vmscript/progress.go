@@ -100,13 +100,19 @@ func newProgress(stderr io.Writer, mode progressMode) *progress {
 // Subscribe feeds the run's events to the display. It never blocks: when
 // the queue is full, events are counted and dropped (the timeline has them).
 func (p *progress) Subscribe(run *journal.Run) {
-	run.Subscribe(func(ev journal.Event) {
+	queue := func(ev journal.Event) {
 		select {
 		case p.queue <- ev:
 		default:
 			p.dropped.Add(1)
 		}
-	})
+	}
+	run.Subscribe(queue)
+	if p.mode == progressVerbose || p.tty && p.mode != progressQuiet {
+		// Console lines: shown (-v) or on the status line (a TTY). Asked
+		// for only then, so a console builds them only then.
+		run.SubscribeNotify(queue)
+	}
 }
 
 // Close drains the queue, clears the status line and stops the display.

@@ -48,7 +48,7 @@ func (c *Console) Feed(p []byte) {
 	// Watchers see each completed line before it is published, so a
 	// waiter can never see data past a fail line without the failure.
 	var lineTexts []string
-	if c.run != nil && c.run.Subscribed() || len(watchers) > 0 && c.mayMatch(watchers, prev, partStart, textBase) {
+	if c.run != nil && c.run.Notified() || len(watchers) > 0 && c.mayMatch(watchers, prev, partStart, textBase) {
 		lineTexts = make([]string, len(st.lines))
 		for i, l := range st.lines {
 			lineTexts[i] = c.lineString(prev, st.out, textBase, l)

@@ -47,11 +47,12 @@ type Run struct {
 	dir   string
 	start time.Time
 
-	mu       sync.Mutex
-	timeline *os.File
-	closed   bool
-	subs     []func(Event)
-	info     Info
+	mu         sync.Mutex
+	timeline   *os.File
+	closed     bool
+	subs       []func(Event)
+	notifySubs []func(Event) // of Notify
+	info       Info
 }
 
 // Info is the content of run.json.
@@ -150,19 +151,28 @@ func (r *Run) Subscribe(fn func(Event)) {
 	r.mu.Unlock()
 }
 
-// Subscribed says whether anyone subscribed to the run's events.
-func (r *Run) Subscribed() bool {
+// SubscribeNotify registers fn to be called with every Notify event after
+// this call (in order, outside any lock of the caller). fn must not block.
+func (r *Run) SubscribeNotify(fn func(Event)) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.subs) > 0
+	r.notifySubs = append(r.notifySubs, fn)
+	r.mu.Unlock()
 }
 
-// Notify hands an event to the subscribers only, not to the timeline: for
-// what a live display shows but the timeline records another way (console
-// lines, which it refers to by their byte ranges).
+// Notified says whether anyone subscribed to Notify events: their
+// producers skip the work when no one will see them.
+func (r *Run) Notified() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.notifySubs) > 0
+}
+
+// Notify hands an event to the SubscribeNotify subscribers only, not to
+// the timeline: for what a live display shows but the timeline records
+// another way (console lines, which it refers to by their byte ranges).
 func (r *Run) Notify(source, kind string, fields map[string]any) {
 	r.mu.Lock()
-	subs := r.subs
+	subs := r.notifySubs
 	r.mu.Unlock()
 	if len(subs) == 0 {
 		return
