@@ -321,7 +321,7 @@ func main() {
 	fmt.Println("Notes:")
 	fmt.Printf("- Chunks are paced %s apart (-pace) so each one is a separate wake-up, as on a serial port; the delivery floor is the CPU of that pacing and hand-off alone (no matching), included in both sides' CPU.\n", *pace)
 	fmt.Println("- goexpect's wall time includes missed wake-ups: it polls every CheckDuration (2 s) when a wake-up is lost.")
-	fmt.Println("- console alloc is dominated by keeping the whole history (raw and stripped) in memory, by design.")
+	fmt.Println("- console alloc is everything allocated over the run: the history passes through memory (its newest 1-4 MiB stay there, the rest is spilled to disk), so it grows with the output while the peak does not (bench/serial).")
 	for _, n := range notes {
 		fmt.Println("- " + n)
 	}
