@@ -23,7 +23,8 @@ const serialPipeSize = 1 << 20
 // the only writer gone) so that Stop closes it only after a console has
 // drained it.
 type serialPipe struct {
-	r, w    *os.File // ours: stdout's read end, stdin's write end
+	r       *pipeReader // ours: stdout's read end
+	w       *os.File    // ours: stdin's write end
 	reading atomic.Bool
 	once    sync.Once
 	eof     chan struct{}
@@ -35,19 +36,24 @@ func newSerialPipe() (s *serialPipe, qemuIn, qemuOut *os.File, err error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
+	var out [2]int
+	if err := unix.Pipe2(out[:], unix.O_CLOEXEC); err != nil {
 		inR.Close()
 		inW.Close()
 		return nil, nil, nil, err
 	}
 	// A smaller pipe still works (the default is 64 KiB): best effort.
-	// (Through SyscallConn: Fd would make the pipe blocking, and deadlines
-	// would stop working.)
-	if rc, err := outR.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, serialPipeSize) })
+	_, _ = unix.FcntlInt(uintptr(out[0]), unix.F_SETPIPE_SZ, serialPipeSize)
+	r, err := newPipeReader(out[0])
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		unix.Close(out[0])
+		unix.Close(out[1])
+		return nil, nil, nil, err
 	}
-	return &serialPipe{r: outR, w: inW, eof: make(chan struct{})}, inR, outW, nil
+	qemuOut = os.NewFile(uintptr(out[1]), "qemu-stdout")
+	return &serialPipe{r: r, w: inW, eof: make(chan struct{})}, inR, qemuOut, nil
 }
 
 // Read reads what the guest wrote to the serial port.
