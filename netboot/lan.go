@@ -25,7 +25,7 @@ const (
 const IPXEUserClass = "iPXE"
 
 // ServeLAN starts a server on a virtual LAN: TFTP on the gateway's UDP port
-// 69 (pin/tftp in single-port mode on the gateway's network stack), HTTP on
+// 69 (single-port mode on the gateway's network stack), HTTP on
 // its TCP port 80, clients told to reach it at the gateway address, and the
 // LAN's DHCP server advertising it (see SetLANBootfile). opt.TFTPConn,
 // opt.HTTPListener, opt.TFTPAddr, opt.HTTPAddr and opt.ClientHost must be

@@ -572,49 +572,49 @@ func FuzzTFTPRequest(f *testing.F) {
 	}
 	const client = "127.0.0.1:9"
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		pass, reply := s.admit(pkt, client)
-		s.mu.Lock()
-		p := s.pending[client]
-		delete(s.pending, client)
-		delete(s.active, client)
-		s.mu.Unlock()
-		if pass == nil {
-			if p != nil {
-				t.Fatal("pending without pass")
-			}
+		tr, reply := s.admit(pkt, client)
+		if tr == nil {
 			if reply != nil && (len(reply) < 5 || binary.BigEndian.Uint16(reply) != opERROR || reply[len(reply)-1] != 0) {
 				t.Fatalf("bad ERROR packet %q", reply)
 			}
 			return
 		}
-		if p == nil {
-			t.Fatal("pass without pending")
+		if reply != nil {
+			t.Fatalf("admitted and refused at once: %q", reply)
 		}
-		if p.c != nil {
-			defer p.c.close()
-			data, err := io.ReadAll(p.c.r)
+		if clean, err := CleanName(tr.name); err != nil || clean != tr.name {
+			t.Fatalf("admitted name %q is not clean: %v", tr.name, err)
+		}
+		o := tr.opt
+		if o.blksize < 8 || o.blksize > s.maxBlk || o.window < 1 || o.window > maxWindow || o.timeout < time.Second || o.timeout > 255*time.Second {
+			t.Fatalf("%q negotiated out of bounds: %+v", pkt, o)
+		}
+		if len(o.acked) > 0 {
+			// The OACK must parse back to what was granted.
+			oack := o.oack()
+			fields := bytes.Split(oack[2:len(oack)-1], []byte{0})
+			if binary.BigEndian.Uint16(oack) != opOACK || len(fields) != 2*len(o.acked) {
+				t.Fatalf("OACK %q for %+v", oack, o.acked)
+			}
+		}
+		if tr.c != nil {
+			defer tr.c.close()
+			data, err := io.ReadAll(tr.c.r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if bytes.Contains(data, []byte(secret)) {
 				t.Fatalf("%q opened a file outside the root", pkt)
 			}
-		}
-		req, stray, ref := parseRequest(pass)
-		if req == nil || stray != "" || ref != nil {
-			t.Fatalf("passed request does not parse: %q", pass)
-		}
-		if clean, err := CleanName(req.name); err != nil || clean != req.name || clean != p.name {
-			t.Fatalf("passed name %q is not clean: %v", req.name, err)
-		}
-		if _, err := os.Stat(filepath.Join(fx.root, req.name)); err != nil && p.c != nil && p.c.source == "root" {
-			t.Fatalf("opened %q, which is not in the root: %v", req.name, err)
+			if _, err := os.Stat(filepath.Join(fx.root, tr.name)); err != nil && tr.c.source == "root" {
+				t.Fatalf("opened %q, which is not in the root: %v", tr.name, err)
+			}
 		}
 	})
 }
 
 // opaqueConn hides the *net.UDPConn, as a gVisor netstack conn would be
-// opaque: the server must use pin/tftp's single-port mode.
+// opaque: the server must use single-port mode.
 type opaqueConn struct{ net.PacketConn }
 
 // TestSinglePortConn serves over a caller-given PacketConn that is not the

@@ -4,11 +4,12 @@
 // One Server serves one root directory, confined with os.Root, plus overlay
 // files generated in memory (pxelinux.cfg/default, boot.ipxe,
 // pxelinux.cfg/01-<mac>) that take precedence over the directory. TFTP is
-// github.com/pin/tftp/v3 behind a front end of our own
-// that parses and checks every request first (names, modes, options), so
-// that a refusal gets the right TFTP error code and a reason in the log, and
-// pin/tftp only ever sees clean requests. HTTP is net/http (GET and HEAD,
-// ranges). The server is read-only unless an upload directory is configured.
+// our own (RFC 1350 with blksize, tsize, timeout and windowsize): a front
+// end parses and checks every request first (names, modes, options), so
+// that a refusal gets the right TFTP error code and a reason in the log;
+// each admitted transfer then runs on a socket of its own, outside Go's
+// network poller (see sockLink). HTTP is net/http (GET and HEAD, ranges).
+// The server is read-only unless an upload directory is configured.
 //
 // Every request ends as one Request: protocol, client, file, bytes,
 // duration, outcome (served, not found, refused, aborted) and reason. It is
@@ -37,7 +38,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pin/tftp/v3"
 	"github.com/vmscript/vmscript/toolkit/eventlog"
 	"github.com/vmscript/vmscript/toolkit/journal"
 	"github.com/vmscript/vmscript/toolkit/lan"
@@ -119,12 +119,12 @@ type Options struct {
 	// listening IP.
 	ClientHost string
 	// MaxBlockSize caps the TFTP blksize granted (512 to 65464); default
-	// DefaultMaxBlockSize. A client asking for less gets what it asked for
-	// (512 at least: pin/tftp sends no blocks smaller than 512 bytes; a
-	// request for less is answered without the option, i.e. 512).
+	// DefaultMaxBlockSize. A client asking for less gets what it asked
+	// for (8 at least, RFC 2348).
 	MaxBlockSize int
 	// Timeout and Retries tune TFTP retransmission (defaults
-	// DefaultTimeout and DefaultRetries).
+	// DefaultTimeout and DefaultRetries). A client's timeout option
+	// (1-255 s) replaces Timeout for its transfer.
 	Timeout time.Duration
 	Retries int
 	// Run receives the request events and netboot.log (nil: memory only).
@@ -192,9 +192,7 @@ type Server struct {
 	started time.Time
 	maxBlk  int
 
-	tftp     *tftp.Server
 	tftpConn net.PacketConn
-	front    *frontConn
 	httpSrv  *http.Server
 	httpLn   net.Listener
 
@@ -207,15 +205,14 @@ type Server struct {
 	closing   atomic.Bool
 	closeOnce sync.Once
 	serveWG   sync.WaitGroup // Serve loops
-	reqWG     sync.WaitGroup // request handlers
+	reqWG     sync.WaitGroup // request handlers and TFTP transfers
 
 	mu  sync.Mutex
 	seq int
 	// requests are the finished requests in the order they finished; the
 	// log is closed when the server closes.
 	requests *eventlog.Log[Request]
-	pending  map[string]*pendingRead
-	active   map[string]bool // TFTP clients with a transfer in progress
+	active   map[string]link // TFTP transfers in progress by client address
 	log      *os.File
 	done     chan struct{}
 }
@@ -228,7 +225,7 @@ func Serve(opt Options) (_ *Server, err error) {
 	s := &Server{
 		opt: opt, name: opt.Name, source: "netboot", overlay: map[string]string{},
 		started: time.Now(), maxBlk: opt.MaxBlockSize, requests: eventlog.New[Request](),
-		pending: map[string]*pendingRead{}, active: map[string]bool{}, done: make(chan struct{}),
+		active: map[string]link{}, done: make(chan struct{}),
 	}
 	if opt.Name != "netboot" {
 		s.source = "netboot:" + opt.Name
@@ -324,7 +321,7 @@ func (s *Server) listen() (string, error) {
 		s.tftpConn = pc
 		h, port, _ := net.SplitHostPort(pc.LocalAddr().String())
 		if ip := net.ParseIP(h); ip == nil || ip.IsUnspecified() {
-			return "", vmerr.New(vmerr.Usage, "netboot: TFTP must be bound to a concrete IP address, not %s (pin/tftp cannot tell its address class otherwise)", pc.LocalAddr())
+			return "", vmerr.New(vmerr.Usage, "netboot: TFTP must be bound to a concrete IP address, not %s (transfers answer from that address)", pc.LocalAddr())
 		}
 		host = h
 		s.tftpURL = "tftp://" + net.JoinHostPort(h, port)
@@ -580,9 +577,9 @@ func (s *Server) logLine(line string) {
 	}
 }
 
-// Close stops both servers, aborts transfers in progress (a vanished TFTP
-// client is given up after Timeout × Retries at most) and returns when every
-// goroutine of the server has ended. It closes connections passed in
+// Close stops both servers, aborts TFTP transfers in progress at once (the
+// client gets an ERROR) and returns when every goroutine of the server has
+// ended. It closes connections passed in
 // Options.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
@@ -593,17 +590,12 @@ func (s *Server) Close() error {
 		if s.httpSrv != nil {
 			_ = s.httpSrv.Close()
 		}
-		if s.tftp != nil {
-			s.tftp.Shutdown()
+		if s.tftpConn != nil {
+			_ = s.tftpConn.Close()
 		}
-		s.serveWG.Wait()
+		s.serveWG.Wait() // no transfer starts after this
+		s.interruptTransfers()
 		s.reqWG.Wait()
-		s.mu.Lock()
-		for k, p := range s.pending {
-			p.c.close()
-			delete(s.pending, k)
-		}
-		s.mu.Unlock()
 		s.event("stop", map[string]any{"requests": s.requests.Len()})
 		s.logLine(time.Now().Format(journal.WallFormat) + " " + s.name + " stop")
 		s.requests.Close(vmerr.New(vmerr.Exited, "netboot %s: closed", s.name))
@@ -617,8 +609,8 @@ func (s *Server) Close() error {
 func (s *Server) Done() <-chan struct{} { return s.done }
 
 func (s *Server) closeResources() {
-	if s.tftp == nil && s.tftpConn != nil {
-		s.tftpConn.Close()
+	if s.tftpConn != nil {
+		s.tftpConn.Close() // again after Close: harmless
 	}
 	if s.httpSrv == nil && s.httpLn != nil {
 		s.httpLn.Close()

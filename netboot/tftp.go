@@ -5,14 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pin/tftp/v3"
 )
 
 // TFTP opcodes and error codes (RFC 1350, 2347).
@@ -27,6 +24,7 @@ const (
 	errNotDefined   = 0
 	errFileNotFound = 1
 	errAccess       = 2
+	errDiskFull     = 3
 	errIllegalOp    = 4
 	errOptionNeg    = 8
 )
@@ -137,25 +135,24 @@ func parseUint(v string, limit int64) (int64, bool) {
 	return n, err == nil && n <= limit
 }
 
-// pendingRead is an admitted request waiting for pin/tftp's handler.
-type pendingRead struct {
-	req Request
-	c   *content // reads
-	// name is the clean name (writes).
-	name string
+// requested are the options a request asked for, checked.
+type requested struct {
+	blksize, timeout, window int   // 0: not asked
+	tsize                    int64 // -1: not asked
 }
 
 // admit decides about one datagram from a client with no transfer in
-// progress. It returns the clean request to hand to pin/tftp, or an ERROR
-// packet to send back, or neither (ignored). Refusals are recorded.
-func (s *Server) admit(pkt []byte, client string) (pass, reply []byte) {
+// progress. It returns the admitted transfer (its file open, its options
+// negotiated), or an ERROR packet to send back, or neither (ignored).
+// Refusals are recorded.
+func (s *Server) admit(pkt []byte, client string) (t *transfer, reply []byte) {
 	req, stray, ref := parseRequest(pkt)
 	if stray != "" {
 		s.ignored(client, stray)
 		return nil, nil
 	}
 	r := newTFTPRequest(req, client)
-	refuse := func(ref *refusal, outcome string) ([]byte, []byte) {
+	refuse := func(ref *refusal, outcome string) (*transfer, []byte) {
 		r.Outcome, r.Reason = outcome, ref.reason
 		s.record(r)
 		return nil, errorPacket(ref.code, ref.reason)
@@ -166,7 +163,7 @@ func (s *Server) admit(pkt []byte, client string) (pass, reply []byte) {
 	if s.closing.Load() {
 		return refuse(&refusal{errNotDefined, "server is closing"}, Refused)
 	}
-	blk, tsize, ref := checkRequest(req)
+	want, ref := checkRequest(req)
 	if ref != nil {
 		return refuse(ref, Refused)
 	}
@@ -175,24 +172,16 @@ func (s *Server) admit(pkt []byte, client string) (pass, reply []byte) {
 		return refuse(&refusal{errAccess, err.Error()}, Refused)
 	}
 	r.File = name
-	r.BlockSize = 512
-	if blk >= 512 {
-		r.BlockSize = min(blk, s.maxBlk)
-	}
-	p, outcome, ref := s.prepare(req, name, &r)
+	t = &transfer{op: req.op, name: name, netascii: req.mode == "netascii", retries: s.opt.Retries, closing: s.closing.Load}
+	outcome, ref := s.prepare(t, &r)
 	if ref != nil {
 		return refuse(ref, outcome)
 	}
+	t.opt = s.negotiate(req, want, t)
+	r.BlockSize = t.opt.blksize
 	r.Seq = s.begin()
-	p.req = r
-	s.mu.Lock()
-	if old := s.pending[client]; old != nil && old.c != nil {
-		old.c.close()
-	}
-	s.pending[client] = p
-	s.active[client] = true
-	s.mu.Unlock()
-	return cleanRequest(req, name, blk, tsize), nil
+	t.req = r
+	return t, nil
 }
 
 // newTFTPRequest is the record of a request as it arrived.
@@ -215,71 +204,103 @@ func newTFTPRequest(req *tftpRequest, client string) Request {
 	return r
 }
 
-// checkRequest checks the mode and the options: blksize and tsize are
-// negotiated, others ignored (pin/tftp implements no timeout or
-// windowsize).
-func checkRequest(req *tftpRequest) (blk int, tsize string, ref *refusal) {
+// checkRequest checks the mode and the options the server negotiates:
+// blksize (RFC 2348), tsize and timeout (RFC 2349), windowsize (RFC 7440).
+// A malformed or out-of-range value is refused; other options are ignored.
+func checkRequest(req *tftpRequest) (requested, *refusal) {
+	want := requested{tsize: -1}
 	if req.mode != "octet" && req.mode != "netascii" {
-		return 0, "", &refusal{errIllegalOp, fmt.Sprintf("unsupported transfer mode %q (want octet or netascii)", printable(req.mode))}
+		return want, &refusal{errIllegalOp, fmt.Sprintf("unsupported transfer mode %q (want octet or netascii)", printable(req.mode))}
 	}
+	ranges := map[string][2]int64{"blksize": {8, 65464}, "timeout": {1, 255}, "windowsize": {1, 65535}}
 	for _, o := range req.opts {
+		if o[0] == "tsize" {
+			n, ok := parseUint(o[1], 1<<62)
+			if !ok {
+				return want, &refusal{errOptionNeg, fmt.Sprintf("malformed tsize %q", printable(o[1]))}
+			}
+			want.tsize = n
+			continue
+		}
+		lim, known := ranges[o[0]]
+		if !known {
+			continue
+		}
+		n, ok := parseUint(o[1], 1<<31)
+		if !ok {
+			return want, &refusal{errOptionNeg, fmt.Sprintf("malformed %s %q", o[0], printable(o[1]))}
+		}
+		if n < lim[0] || n > lim[1] {
+			return want, &refusal{errOptionNeg, fmt.Sprintf("%s %d out of range %d-%d", o[0], n, lim[0], lim[1])}
+		}
 		switch o[0] {
 		case "blksize":
-			n, ok := parseUint(o[1], 1<<31)
-			if !ok {
-				return 0, "", &refusal{errOptionNeg, fmt.Sprintf("malformed blksize %q", printable(o[1]))}
-			}
-			if n < 8 || n > 65464 {
-				return 0, "", &refusal{errOptionNeg, fmt.Sprintf("blksize %d out of range 8-65464", n)}
-			}
-			blk = int(n)
-		case "tsize":
-			if _, ok := parseUint(o[1], 1<<62); !ok {
-				return 0, "", &refusal{errOptionNeg, fmt.Sprintf("malformed tsize %q", printable(o[1]))}
-			}
-			tsize = o[1]
+			want.blksize = int(n)
+		case "timeout":
+			want.timeout = int(n)
+		case "windowsize":
+			want.window = int(n)
 		}
 	}
-	return blk, tsize, nil
+	return want, nil
+}
+
+// negotiate grants what was asked within the server's limits: blksize up
+// to MaxBlockSize, windowsize up to maxWindow, the timeout as asked, tsize
+// as the file's size (a read in octet mode; netascii changes the size) or
+// the client's (a write). The OACK lists them in the client's order.
+func (s *Server) negotiate(req *tftpRequest, want requested, t *transfer) tftpOptions {
+	o := tftpOptions{blksize: 512, timeout: s.opt.Timeout, window: 1}
+	for _, kv := range req.opts {
+		var val string
+		switch kv[0] {
+		case "blksize":
+			o.blksize = min(want.blksize, s.maxBlk)
+			val = strconv.Itoa(o.blksize)
+		case "timeout":
+			o.timeout = time.Duration(want.timeout) * time.Second
+			val = strconv.Itoa(want.timeout)
+		case "windowsize":
+			o.window = min(want.window, maxWindow)
+			val = strconv.Itoa(o.window)
+		case "tsize":
+			switch {
+			case req.op == opWRQ:
+				val = strconv.FormatInt(want.tsize, 10)
+			case !t.netascii && t.c.size > 0:
+				// (An empty file's tsize 0 is left out: curl 7.88 fails
+				// on it, with tftpd-hpa too.)
+				val = strconv.FormatInt(t.c.size, 10)
+			default:
+				continue
+			}
+		default:
+			continue
+		}
+		o.acked = append(o.acked, [2]string{kv[0], val})
+	}
+	return o
 }
 
 // prepare opens what the request reads (or checks the upload directory for
 // a write) and records its source and size in r.
-func (s *Server) prepare(req *tftpRequest, name string, r *Request) (*pendingRead, string, *refusal) {
-	p := &pendingRead{name: name}
-	if req.op == opWRQ {
+func (s *Server) prepare(t *transfer, r *Request) (string, *refusal) {
+	if t.op == opWRQ {
 		if s.upload == nil {
-			return nil, Refused, &refusal{errAccess, "write request to a read-only server (no upload directory)"}
+			return Refused, &refusal{errAccess, "write request to a read-only server (no upload directory)"}
 		}
 		r.Source = "upload"
-		return p, "", nil
+		return "", nil
 	}
-	c, err := s.open(name)
+	c, err := s.open(t.name)
 	if errors.Is(err, errNotFound) {
-		return nil, NotFound, &refusal{errFileNotFound, err.Error()}
+		return NotFound, &refusal{errFileNotFound, err.Error()}
 	}
 	if err != nil {
-		return nil, Refused, &refusal{errAccess, err.Error()}
+		return Refused, &refusal{errAccess, err.Error()}
 	}
-	r.Source, r.Size, p.c = c.source, c.size, c
-	return p, "", nil
-}
-
-// cleanRequest is the request pin/tftp sees: the clean name, the canonical
-// mode, only the options it implements.
-func cleanRequest(req *tftpRequest, name string, blk int, tsize string) []byte {
-	out := binary.BigEndian.AppendUint16(nil, req.op)
-	out = append(append(out, name...), 0)
-	out = append(append(out, req.mode...), 0)
-	if blk >= 512 {
-		out = append(append(out, "blksize\x00"...), strconv.Itoa(blk)...)
-		out = append(out, 0)
-	}
-	if tsize != "" {
-		out = append(append(out, "tsize\x00"...), tsize...)
-		out = append(out, 0)
-	}
-	return out
+	r.Source, r.Size, t.c = c.source, c.size, c
+	return "", nil
 }
 
 func errorPacket(code uint16, msg string) []byte {
@@ -291,191 +312,159 @@ func errorPacket(code uint16, msg string) []byte {
 	return append(append(p, msg...), 0)
 }
 
-// frontConn sits between the socket and pin/tftp: packets of transfers in
-// progress pass through; everything else is checked by admit.
-type frontConn struct {
-	net.PacketConn
-	s   *Server
-	buf []byte
-}
-
-// ReadFrom implements net.PacketConn for pin/tftp's single read loop.
-func (c *frontConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(c.buf)
-		if err != nil {
-			return 0, addr, err
-		}
-		if _, ok := addr.(*net.UDPAddr); !ok {
-			// pin/tftp needs a *net.UDPAddr; a conn that reports others
-			// cannot be served.
-			c.s.ignored(addr.String(), fmt.Sprintf("source address of type %T", addr))
-			continue
-		}
-		pkt := c.buf[:n]
-		client := addr.String()
-		c.s.mu.Lock()
-		active := c.s.active[client]
-		c.s.mu.Unlock()
-		if active {
-			// A transfer in progress: ACKs and ERRORs go to it; a repeated
-			// request is dropped (the transfer answers the original).
-			if n >= 2 {
-				if op := binary.BigEndian.Uint16(pkt); op == opRRQ || op == opWRQ {
-					continue
-				}
-			}
-			if n > len(p) {
-				continue
-			}
-			return copy(p, pkt), addr, nil
-		}
-		pass, reply := c.s.admit(pkt, client)
-		if reply != nil {
-			_, _ = c.PacketConn.WriteTo(reply, addr)
-		}
-		if pass != nil {
-			return copy(p, pass), addr, nil
-		}
-	}
-}
-
-// startTFTP runs pin/tftp behind the front end. On an OS UDP socket each
-// transfer gets its own socket (classic TFTP; measured on loopback: half the
-// CPU per block of single-port mode and about 1.6× its throughput), bound to
-// the wildcard address on an ephemeral port because pin/tftp only learns
-// the local address from the listening *net.UDPConn, which the front end
-// hides; it accepts packets only from the client's address and port. Any
-// other PacketConn gets single-port mode, where every packet passes the
-// front end.
+// startTFTP starts the front end: one loop reading the server's port.
+// Requests are admitted there; each transfer then runs on its own
+// goroutine. On an OS UDP socket a transfer has a socket of its own
+// (classic TFTP: a new transfer ID), connected to the client and used
+// with blocking system calls (sockLink); any other PacketConn (a gVisor
+// netstack endpoint) is single-port: the loop hands each client's packets
+// to its transfer (portLink).
 func (s *Server) startTFTP() {
-	srv := tftp.NewServer(s.tftpRead, s.tftpWrite)
-	if _, ok := s.tftpConn.(*net.UDPConn); !ok {
-		// A conn that is not the OS's (gVisor netstack): all transfers
-		// share it; pin/tftp needs single-port mode for that.
-		srv.EnableSinglePort()
-	}
-	srv.SetBlockSizeNegotiation(false)
-	srv.SetBlockSize(s.maxBlk)
-	srv.SetTimeout(s.opt.Timeout)
-	srv.SetRetries(s.opt.Retries)
-	srv.SetBackoff(func(int) time.Duration { return 0 })
-	s.tftp = srv
-	s.front = &frontConn{PacketConn: s.tftpConn, s: s, buf: make([]byte, maxDatagram)}
 	s.serveWG.Add(1)
 	go func() {
 		defer s.serveWG.Done()
-		_ = srv.Serve(s.front)
+		buf := make([]byte, maxDatagram)
+		for {
+			n, addr, err := s.tftpConn.ReadFrom(buf)
+			if err != nil {
+				if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				s.ignored("?", "read error: "+err.Error())
+				time.Sleep(10 * time.Millisecond) // never spin on a broken conn
+				continue
+			}
+			s.dispatch(buf[:n], addr)
+		}
 	}()
 }
 
-// take returns the admitted request of a client and keeps it marked active
-// until done is called.
-func (s *Server) take(client string) (*pendingRead, func()) {
-	s.reqWG.Add(1)
+// dispatch handles one datagram that came to the server's port.
+func (s *Server) dispatch(pkt []byte, addr net.Addr) {
+	client := addr.String()
 	s.mu.Lock()
-	p := s.pending[client]
-	delete(s.pending, client)
+	l := s.active[client]
 	s.mu.Unlock()
-	return p, func() {
-		s.mu.Lock()
-		delete(s.active, client)
-		s.mu.Unlock()
-		s.reqWG.Done()
+	if l != nil {
+		// A transfer in progress. A repeated request is dropped (the
+		// transfer answers the original); in single-port mode the rest
+		// is the transfer's.
+		if len(pkt) >= 2 {
+			if op := binary.BigEndian.Uint16(pkt); op == opRRQ || op == opWRQ {
+				return
+			}
+		}
+		if pl, ok := l.(*portLink); ok {
+			pl.deliver(pkt)
+		}
+		return
+	}
+	t, reply := s.admit(pkt, client)
+	if reply != nil {
+		_, _ = s.tftpConn.WriteTo(reply, addr)
+	}
+	if t != nil {
+		s.startTransfer(t, addr)
 	}
 }
 
-// errClosing aborts transfers when the server closes.
-var errClosing = errors.New("server is closing")
-
-// transferReader counts the bytes pin/tftp reads and fails once the server
-// closes, which aborts the transfer at its next block.
-type transferReader struct {
-	r       io.Reader
-	n       int64
-	closing func() bool
+// startTransfer opens the transfer's link and runs it.
+func (s *Server) startTransfer(t *transfer, addr net.Addr) {
+	client := addr.String()
+	var l link
+	if local, ok := s.tftpConn.LocalAddr().(*net.UDPAddr); ok && isOSConn(s.tftpConn) {
+		ua, _ := addr.(*net.UDPAddr)
+		sl, err := newSockLink(&net.UDPAddr{IP: local.IP, Zone: local.Zone}, ua)
+		if err != nil {
+			t.fail(s, &transferError{reason: "opening the transfer's socket: " + err.Error(), code: errNotDefined, tell: true}, 0)
+			_, _ = s.tftpConn.WriteTo(errorPacket(errNotDefined, "server error"), addr)
+			return
+		}
+		l = sl
+	} else {
+		l = newPortLink(s.tftpConn, addr)
+	}
+	s.mu.Lock()
+	s.active[client] = l
+	s.mu.Unlock()
+	s.reqWG.Add(1)
+	go func() {
+		defer s.reqWG.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.active, client)
+			s.mu.Unlock()
+			l.close()
+		}()
+		s.runTransfer(t, l)
+	}()
 }
 
-func (t *transferReader) Read(p []byte) (int, error) {
-	if t.closing() {
-		return 0, errClosing
+// isOSConn reports whether conn is the kernel's UDP socket (one a
+// transfer's own socket can be bound beside).
+func isOSConn(conn net.PacketConn) bool {
+	_, ok := conn.(*net.UDPConn)
+	return ok
+}
+
+// runTransfer moves the file and records the outcome.
+func (s *Server) runTransfer(t *transfer, l link) {
+	var n int64
+	var err error
+	if t.op == opWRQ {
+		n, err = s.receiveUpload(t, l)
+	} else {
+		defer t.c.close()
+		n, err = t.sendFile(l)
 	}
-	n, err := t.r.Read(p)
-	t.n += int64(n)
+	if err != nil {
+		var te *transferError
+		if !errors.As(err, &te) {
+			te = &transferError{reason: err.Error(), code: errNotDefined, tell: true}
+		}
+		if te.tell {
+			_ = l.send(errorPacket(te.code, te.reason))
+		}
+		t.fail(s, te, n)
+		return
+	}
+	t.req.Bytes, t.req.Outcome = n, Served
+	s.record(t.req)
+}
+
+// fail records the transfer as aborted (refused: the upload could not be
+// opened).
+func (t *transfer) fail(s *Server, te *transferError, n int64) {
+	t.req.Bytes, t.req.Outcome, t.req.Reason = n, Aborted, te.reason
+	if te.code == errAccess {
+		t.req.Outcome = Refused
+	}
+	s.record(t.req)
+}
+
+// receiveUpload stores a write transfer in the upload directory.
+func (s *Server) receiveUpload(t *transfer, l link) (int64, error) {
+	if n, ok := t.req.Options["tsize"]; ok {
+		if v, err := strconv.ParseInt(n, 10, 64); err == nil {
+			t.req.Size = v
+		}
+	}
+	f, err := s.upload.OpenFile(t.name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, &transferError{reason: classifyOpenError(t.name, err).Error(), code: errAccess, tell: true}
+	}
+	n, err := t.receiveFile(l, f)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = writeError(cerr)
+	}
 	return n, err
 }
 
-func (s *Server) tftpRead(filename string, rf io.ReaderFrom) error {
-	ot, _ := rf.(tftp.OutgoingTransfer)
-	if ot == nil {
-		return errors.New("internal error: transfer without a remote address")
+// interruptTransfers ends every transfer's wait (the server is closing).
+func (s *Server) interruptTransfers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.active {
+		l.interrupt()
 	}
-	addr := ot.RemoteAddr()
-	p, done := s.take(addr.String())
-	defer done()
-	if p == nil || p.c == nil || p.name != filename {
-		return errors.New("internal error: request was not admitted")
-	}
-	defer p.c.close()
-	ot.SetSize(p.c.size)
-	tr := &transferReader{r: p.c.r, closing: s.closing.Load}
-	_, err := rf.ReadFrom(tr)
-	r := p.req
-	r.Bytes = tr.n
-	if err != nil {
-		r.Outcome, r.Reason = Aborted, abortReason(err, s.opt.Timeout, s.opt.Retries)
-	} else {
-		r.Outcome = Served
-	}
-	s.record(r)
-	return err
-}
-
-func (s *Server) tftpWrite(filename string, wt io.WriterTo) error {
-	it, _ := wt.(tftp.IncomingTransfer)
-	if it == nil {
-		return errors.New("internal error: transfer without a remote address")
-	}
-	addr := it.RemoteAddr()
-	p, done := s.take(addr.String())
-	defer done()
-	if p == nil || p.name != filename || s.upload == nil {
-		return errors.New("internal error: request was not admitted")
-	}
-	r := p.req
-	if n, ok := it.Size(); ok {
-		r.Size = n
-	}
-	f, err := s.upload.OpenFile(filename, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		r.Outcome, r.Reason = Refused, classifyOpenError(filename, err).Error()
-		s.record(r)
-		return errors.New(r.Reason)
-	}
-	n, err := wt.WriteTo(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	r.Bytes = n
-	if err != nil {
-		r.Outcome, r.Reason = Aborted, abortReason(err, s.opt.Timeout, s.opt.Retries)
-	} else {
-		r.Outcome = Served
-	}
-	s.record(r)
-	return err
-}
-
-// abortReason explains pin/tftp's transfer errors.
-func abortReason(err error, timeout time.Duration, retries int) string {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, errClosing):
-		return "server closed during the transfer"
-	case strings.Contains(msg, "channel timeout"), strings.Contains(msg, "timeout"):
-		return fmt.Sprintf("client stopped answering (no ACK after %d tries %s apart)", retries, timeout)
-	case strings.Contains(msg, "code="):
-		return "client sent an error: " + msg
-	}
-	return msg
 }

@@ -253,12 +253,12 @@ func benchTFTP(pairs, sizeMB, hpaPairs int) error {
 		for _, row := range []struct {
 			who string
 			xs  []float64
-		}{{"vmscript (pin/tftp behind our front end)", vm}, {"tftpd-hpa 5.2 (in.tftpd -L -s)", ref}} {
+		}{{"vmscript", vm}, {"tftpd-hpa 5.2 (in.tftpd -L -s)", ref}} {
 			s := append([]float64(nil), row.xs...)
 			sort.Float64s(s)
 			fmt.Printf("| %s | %s | %d | %.1f | %.1f | %.1f |\n", client, row.who, len(s), median(s), s[0], s[len(s)-1])
 		}
-		fmt.Printf("\n**Throughput ratio vmscript / tftpd-hpa (%s): %.2f×** (goal ≥ 1.0×; medians; per pair: ", client, median(vm)/median(ref))
+		fmt.Printf("\n**Throughput ratio vmscript / tftpd-hpa (%s): %.2f×** (goal ≥ 1.2×; medians; per pair: ", client, median(vm)/median(ref))
 		for i := range vm {
 			if i > 0 {
 				fmt.Print(", ")

@@ -466,7 +466,8 @@ func (l *LAN) ListenTCP(port int) (net.Listener, error) {
 }
 
 // ListenUDP returns a packet conn bound to the gateway's address and port
-// (TFTP of a netboot server: pin/tftp needs EnableSinglePort on it).
+// (TFTP of a netboot server, which serves such a conn in single-port
+// mode).
 func (l *LAN) ListenUDP(port int) (net.PacketConn, error) {
 	addr := l.fullAddr(l.gw, port)
 	c, err := gonet.DialUDP(l.stack, &addr, nil, ipv4.ProtocolNumber)
