@@ -294,9 +294,13 @@ func curlVersion() string {
 
 // --- PXE boot ---
 
+// pxeResult is one boot's phases, in seconds from QEMU's start (-1:
+// unknown, e.g. QEMU's built-in TFTP keeps no log).
 type pxeResult struct {
-	total  float64 // to "Select a language"
-	initrd float64 // initrd fully fetched (from the server's log), -1 unknown
+	total       float64 // "Select a language" on the console
+	first       float64 // the first request reached the server (firmware, DHCP)
+	kernelStart float64 // the kernel's request arrived
+	initrdEnd   float64 // the initrd was fetched completely
 }
 
 func benchPXE(rounds int) error {
@@ -329,7 +333,7 @@ func benchPXE(rounds int) error {
 	if err := os.WriteFile(filepath.Join(stage, "pxelinux.cfg/default"), []byte(pxeConfig), 0o644); err != nil {
 		return err
 	}
-	kinds := []string{"qemu built-in tftp=", "vmscript TFTP", "vmscript iPXE+HTTP"}
+	kinds := []string{"qemu built-in tftp=", "vmscript TFTP", "vmscript iPXE+HTTP", "direct kernel boot"}
 	res := map[string][]pxeResult{}
 	for r := 0; r < rounds; r++ {
 		for i := range kinds {
@@ -343,30 +347,43 @@ func benchPXE(rounds int) error {
 			res[k] = append(res[k], pr)
 		}
 	}
+	printPXE(kinds, rounds, res)
+	return nil
+}
+
+// printPXE prints the totals against QEMU's built-in TFTP and against the
+// direct kernel boot (the floor), and each path's phases.
+func printPXE(kinds []string, rounds int, res map[string][]pxeResult) {
 	fmt.Printf("## PXE boot of the Debian installer to \"Select a language\" (TCG, BIOS, iPXE NIC ROM)\n\n")
-	fmt.Printf("Seconds from QEMU start; median of %d round(s), order rotated per round.\n\n", rounds)
-	fmt.Printf("| path | runs | median s | initrd.gz fetched at s | ratio to built-in |\n|---|---|---|---|---|\n")
-	base := 0.0
-	for _, k := range kinds {
-		var t, in []float64
+	fmt.Printf("Seconds from QEMU start; median of %d round(s), order rotated per round. The direct kernel boot "+
+		"(`-kernel linux -initrd initrd.gz`, same append line) is the floor for any network boot.\n\n", rounds)
+	med := func(k string, f func(pxeResult) float64) float64 {
+		var xs []float64
 		for _, p := range res[k] {
-			t = append(t, p.total)
-			if p.initrd >= 0 {
-				in = append(in, p.initrd)
+			if v := f(p); v >= 0 {
+				xs = append(xs, v)
 			}
 		}
-		m := median(t)
-		if base == 0 {
-			base = m
+		if len(xs) == 0 {
+			return -1
 		}
-		is := "–"
-		if len(in) > 0 {
-			is = fmt.Sprintf("%.1f", median(in))
-		}
-		fmt.Printf("| %s | %d | %.1f | %s | %.2f× |\n", k, len(t), m, is, m/base)
+		return median(xs)
 	}
-	fmt.Printf("\nGoal: iPXE+HTTP ≤ 0.6× the built-in's time.\n")
-	return nil
+	total := func(p pxeResult) float64 { return p.total }
+	builtin, direct := med(kinds[0], total), med("direct kernel boot", total)
+	fmt.Printf("| path | runs | median s | ratio to built-in | over direct boot s | goal |\n|---|---|---|---|---|---|\n")
+	goals := map[string]string{"vmscript TFTP": "≤ built-in", "vmscript iPXE+HTTP": "≤ 3 s over direct"}
+	for _, k := range kinds {
+		m := med(k, total)
+		fmt.Printf("| %s | %d | %.1f | %.2f× | %+.1f | %s |\n", k, len(res[k]), m, m/builtin, m-direct, goals[k])
+	}
+	fmt.Printf("\nPhases (medians, seconds; from the server's request log and the console):\n\n")
+	fmt.Printf("| path | first request (firmware, DHCP) | boot loader, config | kernel + initrd fetched | kernel and installer to the prompt | total |\n|---|---|---|---|---|---|\n")
+	for _, k := range kinds[1:3] {
+		first, ks, ie := med(k, func(p pxeResult) float64 { return p.first }), med(k, func(p pxeResult) float64 { return p.kernelStart }), med(k, func(p pxeResult) float64 { return p.initrdEnd })
+		fmt.Printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", k, first, ks-first, ie-ks, med(k, total)-ie, med(k, total))
+	}
+	fmt.Printf("| direct kernel boot | – | – | – | %.1f | %.1f |\n", direct, direct)
 }
 
 func pxeOnce(dir, stage, kind, tag string) (pxeResult, error) {
@@ -388,6 +405,10 @@ func pxeOnce(dir, stage, kind, tag string) (pxeResult, error) {
 	case "vmscript iPXE+HTTP":
 		srv, err = netboot.Serve(netboot.Options{Root: debianNetboot, Files: map[string]string{"boot.ipxe": ipxeScript}, Run: run})
 		cfg.Devices = []qemu.Device{srv.BootDevice("boot.ipxe")}
+	case "direct kernel boot":
+		cfg.Kernel = filepath.Join(debianNetboot, "debian-installer/amd64/linux")
+		cfg.Initrd = filepath.Join(debianNetboot, "debian-installer/amd64/initrd.gz")
+		cfg.Append = "vga=788 console=ttyS0,115200 --- quiet"
 	}
 	if srv != nil {
 		defer srv.Close()
@@ -406,10 +427,19 @@ func pxeOnce(dir, stage, kind, tag string) (pxeResult, error) {
 	if _, err := m.Console.Expect(ctx, []console.Pattern{{Text: "Select a language"}}, console.ExpectOptions{Timeout: 5 * time.Minute}); err != nil {
 		return pxeResult{}, err
 	}
-	pr := pxeResult{total: time.Since(start).Seconds(), initrd: -1}
+	pr := pxeResult{total: time.Since(start).Seconds(), first: -1, kernelStart: -1, initrdEnd: -1}
 	if srv != nil {
-		for _, r := range srv.Requests(netboot.Filter{File: "initrd.gz", Outcome: netboot.Served}) {
-			pr.initrd = r.Start.Add(r.Duration).Sub(start).Seconds()
+		at := func(t time.Time) float64 { return t.Sub(start).Seconds() }
+		for i, r := range srv.Requests(netboot.Filter{}) {
+			if i == 0 {
+				pr.first = at(r.Start)
+			}
+			if r.Outcome == netboot.Served && strings.HasSuffix(r.File, "amd64/linux") {
+				pr.kernelStart = at(r.Start)
+			}
+			if r.Outcome == netboot.Served && strings.HasSuffix(r.File, "initrd.gz") {
+				pr.initrdEnd = at(r.Start.Add(r.Duration))
+			}
 		}
 	}
 	return pr, nil
