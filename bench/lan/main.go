@@ -11,12 +11,20 @@
 //     127.0.0.1. Alternating, -rounds times each; the ratio is the median
 //     LAN throughput over the median user-networking one (goal ≥ 1.0).
 //
-//  2. DHCP DISCOVER→ACK latency on the LAN, from the DHCP events (the
+//  2. TCP throughput guest→host: the guest pipes -size MB of zeros (dd) into
+//     nc, over the LAN to a listener on the gateway's stack (lan.ListenTCP)
+//     and over user networking to 10.0.2.2 (the host's loopback); the host
+//     clocks from accept to the last byte. Guest→guest: a second mini guest
+//     on the LAN reads exactly -size MB (head -c) and answers; the clock
+//     runs from the sender's command to that answer on its console.
+//
+//  3. DHCP DISCOVER→ACK latency on the LAN, from the DHCP events (the
 //     records of NAME.dhcp.log): the mini guest's udhcpc, and iPXE
 //     (/usr/lib/ipxe/ipxe.iso, package ipxe) booted -ipxe times.
 //
 //     go run ./bench/lan
 //     go run ./bench/lan -size 16 -rounds 3 -ipxe 1
+//     go run ./bench/lan -ipxe 0 -cpuprofile lan.prof   # where the LAN's CPU goes
 //
 // It needs qemu-system-x86_64 and builds (or reuses) the mini lab image.
 package main
@@ -30,6 +38,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,8 +62,22 @@ func main() {
 	rounds := flag.Int("rounds", 3, "transfers per path (alternating LAN and user networking)")
 	ipxe := flag.Int("ipxe", 3, "iPXE boots for the DHCP latency (0: none)")
 	keep := flag.Bool("keep", false, "keep the run directory")
+	flag.BoolVar(&measureUp, "up", true, "also measure guest→host and guest→guest")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the LAN's switch and gateway stack run here) to `file`")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/lan:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := bench(*size, *rounds, *ipxe, *keep); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench/lan:", err)
 		os.Exit(1)
 	}
@@ -66,10 +89,12 @@ type results struct {
 	accel               string
 	fwd                 int
 	lanRates, userRates []float64
-	miniDHCP            time.Duration
-	ipxeDHCP            []time.Duration
-	bootToLease         time.Duration
-	drops               string
+	// guest→host over each path, and guest→guest on the LAN.
+	upLAN, upUser, g2g []float64
+	miniDHCP           time.Duration
+	ipxeDHCP           []time.Duration
+	bootToLease        time.Duration
+	drops              string
 }
 
 func bench(sizeMB, rounds, ipxeBoots int, keep bool) error {
@@ -155,6 +180,14 @@ func measureMini(ctx context.Context, img *lab.Image, l *lan.LAN, run *journal.R
 	if err := measureRates(ctx, res, rounds, dialLAN, dialUser); err != nil {
 		return err
 	}
+	if measureUp {
+		if err := measureUpload(ctx, m, l, res, rounds); err != nil {
+			return fmt.Errorf("guest→host: %w", err)
+		}
+		if err := measureGuestToGuest(ctx, img, m, l, run, res, rounds); err != nil {
+			return fmt.Errorf("guest→guest: %w", err)
+		}
+	}
 	var dl []string
 	for _, p := range l.Ports() {
 		dl = append(dl, fmt.Sprintf("%s %d", p.Name(), p.Stats().Dropped))
@@ -209,6 +242,140 @@ func measureRates(ctx context.Context, res *results, rounds int, dialLAN, dialUs
 	return nil
 }
 
+// measureUp: measure guest→host and guest→guest too (flag -up).
+var measureUp bool
+
+// upPort is where the host listens for the guest's uploads.
+const upPort = 5002
+
+// measureUpload has the guest send the payload size of zeros to the host,
+// over the LAN (to a listener on the gateway's stack) and over user
+// networking (to 10.0.2.2, QEMU's alias of the host's loopback), in turns.
+// The clock runs from the host's accept to the last byte.
+func measureUpload(ctx context.Context, m *machine.Machine, l *lan.LAN, res *results, rounds int) error {
+	lanLn, err := l.ListenTCP(upPort)
+	if err != nil {
+		return err
+	}
+	defer lanLn.Close()
+	userLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer userLn.Close()
+	userPort := userLn.Addr().(*net.TCPAddr).Port
+	for i := range rounds + 1 { // round 0 warms up
+		order := []string{"lan", "user"}
+		if i%2 == 1 {
+			order = []string{"user", "lan"}
+		}
+		for _, which := range order {
+			ln, target, rates := lanLn, fmt.Sprintf("%s %d", l.Gateway(), upPort), &res.upLAN
+			if which == "user" {
+				ln, target, rates = userLn, fmt.Sprintf("10.0.2.2 %d", userPort), &res.upUser
+			}
+			size := res.sizeMB
+			if i == 0 {
+				size = 4
+			}
+			rate, err := upload(ctx, m, ln, target, size)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", which, i, err)
+			}
+			if i > 0 {
+				*rates = append(*rates, rate)
+			}
+		}
+	}
+	return nil
+}
+
+// upload runs one guest→host transfer of sizeMB and returns MB/s.
+func upload(ctx context.Context, m *machine.Machine, ln net.Listener, target string, sizeMB int) (float64, error) {
+	type result struct {
+		rate float64
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+		start := time.Now()
+		n, err := io.CopyN(io.Discard, c, int64(sizeMB)<<20)
+		if err != nil {
+			got <- result{err: fmt.Errorf("after %d bytes: %w", n, err)}
+			return
+		}
+		got <- result{rate: float64(sizeMB) / time.Since(start).Seconds()}
+	}()
+	cmd := fmt.Sprintf("dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s >/dev/null", sizeMB*16, target)
+	if err := m.Console.SendLine(ctx, cmd); err != nil {
+		return 0, err
+	}
+	select {
+	case r := <-got:
+		return r.rate, r.err
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("no upload within 5 minutes (%s)", cmd)
+	}
+}
+
+// measureGuestToGuest boots a second mini guest on the LAN with a sink
+// that reads exactly the payload size, and has the first send it zeros:
+// the clock runs from the command to the sink's "done" on the sender's
+// console.
+func measureGuestToGuest(ctx context.Context, img *lab.Image, a *machine.Machine, l *lan.LAN, run *journal.Run, res *results, rounds int) error {
+	b, err := machine.Boot(ctx, machine.Spec{Lab: img, NICs: []machine.NIC{{LAN: l}},
+		QEMU: qemu.Config{Name: "mini2", Memory: "512M", Run: run}})
+	if err != nil {
+		return err
+	}
+	defer b.Stop(5 * time.Second)
+	lease, err := l.DHCP().WaitLease(ctx, b.VM.MAC())
+	if err != nil {
+		return err
+	}
+	if _, err := b.Console.Expect(ctx, []console.Pattern{{Text: "vmscript-mini: ready"}}, console.ExpectOptions{Timeout: 3 * time.Minute}); err != nil {
+		return err
+	}
+	for i := range rounds + 1 { // round 0 warms up
+		size := res.sizeMB
+		if i == 0 {
+			size = 4
+		}
+		sink := fmt.Sprintf("nc -l -p %d -e sh -c 'head -c %d >/dev/null; echo g2g-done-%d' & echo sink-%d-$((6*7))", guestPort+2, size<<20, i, i)
+		if err := sendExpect(ctx, b, sink, fmt.Sprintf("sink-%d-42", i)); err != nil {
+			return err
+		}
+		send := fmt.Sprintf("dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s %d", size*16, lease.IP, guestPort+2)
+		start := time.Now()
+		if err := sendExpect(ctx, a, send, fmt.Sprintf("g2g-done-%d", i)); err != nil {
+			return err
+		}
+		if i > 0 {
+			res.g2g = append(res.g2g, float64(size)/time.Since(start).Seconds())
+		}
+		// The sender's nc may wait for the other side: end it.
+		_ = a.Console.Send(ctx, "\x03")
+	}
+	return nil
+}
+
+// sendExpect sends a command line to a guest and waits for want after it.
+func sendExpect(ctx context.Context, m *machine.Machine, line, want string) error {
+	mark := m.Console.Mark()
+	if err := m.Console.SendLine(ctx, line); err != nil {
+		return err
+	}
+	_, err := m.Console.Expect(ctx, []console.Pattern{{Text: want}}, console.ExpectOptions{Timeout: 5 * time.Minute, From: &mark})
+	return err
+}
+
 // report prints the results as bench/REPORT.md's LAN section.
 func report(res *results) {
 	lanMed, userMed := median(res.lanRates), median(res.userRates)
@@ -220,6 +387,9 @@ func report(res *results) {
 	fmt.Printf("| LAN (gVisor stack → switch → socketpair → QEMU) | %s | %.1f |\n", list(res.lanRates), lanMed)
 	fmt.Printf("| user networking (hostfwd 127.0.0.1:%d → slirp) | %s | %.1f |\n\n", res.fwd, list(res.userRates), userMed)
 	fmt.Printf("Ratio LAN / user networking: **%.2f** (goal ≥ 1.0).\n\n", lanMed/userMed)
+	if len(res.upLAN) > 0 {
+		reportUp(res)
+	}
 	fmt.Printf("### DHCP DISCOVER→ACK on the LAN (from the DHCP log)\n\n")
 	fmt.Printf("| client | runs | median |\n|---|---|---|\n")
 	fmt.Printf("| mini (busybox udhcpc) | %s | %s |\n", durList([]time.Duration{res.miniDHCP}), ms(res.miniDHCP))
@@ -227,6 +397,17 @@ func report(res *results) {
 		fmt.Printf("| iPXE (ipxe.iso) | %s | %s |\n", durList(res.ipxeDHCP), ms(medianDur(res.ipxeDHCP)))
 	}
 	fmt.Printf("\nmini: QEMU start → lease %.1fs. Switch port drops (queue full) during the transfers: %s.\n", res.bootToLease.Seconds(), res.drops)
+}
+
+// reportUp prints guest→host and guest→guest.
+func reportUp(res *results) {
+	upLAN, upUser := median(res.upLAN), median(res.upUser)
+	fmt.Printf("### TCP throughput guest→host and guest→guest (%d MB of zeros, busybox dd | nc)\n\n", res.sizeMB)
+	fmt.Printf("| path | runs (MB/s) | median MB/s |\n|---|---|---|\n")
+	fmt.Printf("| guest→host, LAN (to a listener on the gateway's stack) | %s | %.1f |\n", list(res.upLAN), upLAN)
+	fmt.Printf("| guest→host, user networking (to 10.0.2.2 → the host's loopback) | %s | %.1f |\n", list(res.upUser), upUser)
+	fmt.Printf("| guest→guest, LAN (two mini guests, through the switch) | %s | %.1f |\n\n", list(res.g2g), median(res.g2g))
+	fmt.Printf("Ratio guest→host LAN / user networking: **%.2f** (goal ≥ 1.0). Guest→guest has no user-networking peer (slirp does not connect guests).\n\n", upLAN/upUser)
 }
 
 // transfer sends payload on a new connection, half-closes, and waits for
