@@ -67,7 +67,7 @@ func run(bin string, rounds, size, bulk int, memGB float64) error {
 		return err
 	}
 	fmt.Printf("### Delivery: a mini guest cats %d bytes (%d-byte lines) to its console\n\n", size, len(line)+1)
-	fmt.Printf("%d alternating rounds per device, TCG; time from the command to the end marker; bare: the same QEMU command line, no -S, no QMP, stdout read by a plain reader.\n\n", rounds)
+	fmt.Printf("%d alternating rounds per device, TCG; time from the command to the end marker; bare: the same QEMU command line, no -S, no QMP, stdout read by a plain Go reader (exec's StdoutPipe, through the runtime's network poller, which wakes on every byte the UART writes; vmscript reads its pipe outside the poller).\n\n", rounds)
 	fmt.Printf("| console | vmscript (s) | bare QEMU (s) | vmscript MB/s | bare MB/s | ratio (goal ≥ 0.97) | vmscript peak RSS |\n|---|---|---|---|---|---|---|\n")
 	for _, dev := range []string{"serial", "virtio"} {
 		if err := delivery(bin, script, dir, dev, rounds, size); err != nil {
