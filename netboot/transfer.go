@@ -2,6 +2,7 @@ package netboot
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,6 +46,8 @@ type transferError struct {
 
 func (e *transferError) Error() string { return e.reason }
 
+// stopped is why a transfer ends without an answer: the server closing,
+// or no answer (what) after every retry.
 func (t *transfer) stopped(what string) *transferError {
 	if t.closing() {
 		return &transferError{reason: "server closed during the transfer", code: errNotDefined, tell: true}
@@ -56,19 +59,10 @@ func (t *transfer) stopped(what string) *transferError {
 func clientError(pkt []byte) *transferError {
 	code := binary.BigEndian.Uint16(pkt[2:])
 	msg := pkt[4:]
-	if i := indexNUL(msg); i >= 0 {
+	if i := bytes.IndexByte(msg, 0); i >= 0 {
 		msg = msg[:i]
 	}
 	return &transferError{reason: fmt.Sprintf("client sent an error: code=%d %s", code, printable(string(msg)))}
-}
-
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
 }
 
 // oack is the OACK packet of the negotiated options.
