@@ -2,6 +2,7 @@ package netboot
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -372,12 +373,17 @@ func (s *Server) dispatch(pkt []byte, addr net.Addr) {
 func (s *Server) startTransfer(t *transfer, addr net.Addr) {
 	client := addr.String()
 	var l link
-	if local, ok := s.tftpConn.LocalAddr().(*net.UDPAddr); ok && isOSConn(s.tftpConn) {
-		ua, _ := addr.(*net.UDPAddr)
+	conn, osConn := s.tftpConn.(*net.UDPConn)
+	if ua, ok := addr.(*net.UDPAddr); osConn && ok {
+		local := conn.LocalAddr().(*net.UDPAddr)
 		sl, err := newSockLink(&net.UDPAddr{IP: local.IP, Zone: local.Zone}, ua)
 		if err != nil {
-			t.fail(s, &transferError{reason: "opening the transfer's socket: " + err.Error(), code: errNotDefined, tell: true}, 0)
-			_, _ = s.tftpConn.WriteTo(errorPacket(errNotDefined, "server error"), addr)
+			if t.c != nil {
+				t.c.close()
+			}
+			te := &transferError{reason: "opening the transfer's socket: " + err.Error(), code: errNotDefined}
+			_, _ = s.tftpConn.WriteTo(errorPacket(te.code, te.reason), addr)
+			t.fail(s, te, 0)
 			return
 		}
 		l = sl
@@ -398,13 +404,6 @@ func (s *Server) startTransfer(t *transfer, addr net.Addr) {
 		}()
 		s.runTransfer(t, l)
 	}()
-}
-
-// isOSConn reports whether conn is the kernel's UDP socket (one a
-// transfer's own socket can be bound beside).
-func isOSConn(conn net.PacketConn) bool {
-	_, ok := conn.(*net.UDPConn)
-	return ok
 }
 
 // runTransfer moves the file and records the outcome.
@@ -432,13 +431,9 @@ func (s *Server) runTransfer(t *transfer, l link) {
 	s.record(t.req)
 }
 
-// fail records the transfer as aborted (refused: the upload could not be
-// opened).
+// fail records the transfer with te's outcome (Aborted unless it says).
 func (t *transfer) fail(s *Server, te *transferError, n int64) {
-	t.req.Bytes, t.req.Outcome, t.req.Reason = n, Aborted, te.reason
-	if te.code == errAccess {
-		t.req.Outcome = Refused
-	}
+	t.req.Bytes, t.req.Outcome, t.req.Reason = n, cmp.Or(te.outcome, Aborted), te.reason
 	s.record(t.req)
 }
 
@@ -451,7 +446,7 @@ func (s *Server) receiveUpload(t *transfer, l link) (int64, error) {
 	}
 	f, err := s.upload.OpenFile(t.name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return 0, &transferError{reason: classifyOpenError(t.name, err).Error(), code: errAccess, tell: true}
+		return 0, &transferError{reason: classifyOpenError(t.name, err).Error(), outcome: Refused, code: errAccess, tell: true}
 	}
 	n, err := t.receiveFile(l, f)
 	if cerr := f.Close(); err == nil && cerr != nil {

@@ -61,17 +61,13 @@ func newSockLink(local, client *net.UDPAddr) (*sockLink, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	for _, step := range []struct {
-		name string
-		do   func() error
-	}{
-		{"bind", func() error { return unix.Bind(fd, la) }},
-		{"connect", func() error { return unix.Connect(fd, ca) }},
-	} {
-		if err := step.do(); err != nil {
-			unix.Close(fd)
-			return nil, os.NewSyscallError(step.name, err)
-		}
+	if err := unix.Bind(fd, la); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("bind", err)
+	}
+	if err := unix.Connect(fd, ca); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("connect", err)
 	}
 	return &sockLink{fd: fd}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/vmscript/vmscript/internal/iocount"
 )
 
 // maxWindow is the largest windowsize (RFC 7440) granted: 64 blocks of
@@ -36,12 +38,14 @@ type transfer struct {
 	closing  func() bool
 }
 
-// transferError ends a transfer: why (for the record) and, unless the
-// client is gone or ended it, the ERROR to send it.
+// transferError ends a transfer: why (for the record), its outcome
+// (Aborted unless set) and, unless the client is gone or ended it, the
+// ERROR to send it.
 type transferError struct {
-	reason string
-	code   uint16
-	tell   bool
+	reason  string
+	outcome string
+	code    uint16
+	tell    bool
 }
 
 func (e *transferError) Error() string { return e.reason }
@@ -85,7 +89,7 @@ func (t *transfer) sendFile(l link) (int64, error) {
 			return 0, err
 		}
 	}
-	counter := &countingReader{r: t.c.r}
+	counter := &iocount.Reader{R: t.c.r}
 	var src io.Reader = bufio.NewReaderSize(counter, max(128<<10, t.opt.blksize))
 	if t.netascii {
 		src = &netasciiReader{r: src}
@@ -94,11 +98,11 @@ func (t *transfer) sendFile(l link) (int64, error) {
 	buf := make([]byte, maxDatagram)
 	for {
 		if err := w.fill(src); err != nil {
-			return counter.n, &transferError{reason: "reading the file: " + err.Error(), code: errNotDefined, tell: true}
+			return counter.N, &transferError{reason: "reading the file: " + err.Error(), code: errNotDefined, tell: true}
 		}
 		done, err := t.sendWindow(l, w, buf)
 		if err != nil || done {
-			return counter.n, err
+			return counter.N, err
 		}
 	}
 }
@@ -208,17 +212,6 @@ func (w *window) ack(b uint16) bool {
 
 // finished: the last block is loaded and acknowledged.
 func (w *window) finished() bool { return w.last && len(w.pkts) == 0 }
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
 
 // receiveFile runs a write transfer into dst: an OACK (or ACK 0) first,
 // then DATA blocks, each window's last one acknowledged (every block with

@@ -199,16 +199,17 @@ func measureMini(ctx context.Context, img *lab.Image, l *lan.LAN, run *journal.R
 
 // startSink waits for the mini guest and starts the nc sink on guestPort.
 func startSink(ctx context.Context, m *machine.Machine) error {
-	if _, err := m.Console.Expect(ctx, []console.Pattern{{Text: "vmscript-mini: ready"}}, console.ExpectOptions{Timeout: 3 * time.Minute}); err != nil {
+	if err := waitReady(ctx, m); err != nil {
 		return err
 	}
 	// eth1 is the user-mode NIC: QEMU's hostfwd delivers to 10.0.2.15.
 	setup := fmt.Sprintf("ip link set eth1 up; ip addr add 10.0.2.15/24 dev eth1; nc -ll -p %d -e sh -c 'cat >/dev/null; echo done' & echo setup-$((6*7))", guestPort)
-	mark := m.Console.Mark()
-	if err := m.Console.SendLine(ctx, setup); err != nil {
-		return err
-	}
-	_, err := m.Console.Expect(ctx, []console.Pattern{{Text: "setup-42"}}, console.ExpectOptions{Timeout: time.Minute, From: &mark})
+	return sendExpect(ctx, m, setup, "setup-42")
+}
+
+// waitReady waits for the mini guest's shell.
+func waitReady(ctx context.Context, m *machine.Machine) error {
+	_, err := m.Console.Expect(ctx, []console.Pattern{{Text: "vmscript-mini: ready"}}, console.ExpectOptions{Timeout: 3 * time.Minute})
 	return err
 }
 
@@ -340,7 +341,7 @@ func measureGuestToGuest(ctx context.Context, img *lab.Image, a *machine.Machine
 	if err != nil {
 		return err
 	}
-	if _, err := b.Console.Expect(ctx, []console.Pattern{{Text: "vmscript-mini: ready"}}, console.ExpectOptions{Timeout: 3 * time.Minute}); err != nil {
+	if err := waitReady(ctx, b); err != nil {
 		return err
 	}
 	for i := range rounds + 1 { // round 0 warms up

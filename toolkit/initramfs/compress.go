@@ -14,6 +14,7 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
+	"github.com/vmscript/vmscript/internal/iocount"
 )
 
 // Formats of segments.
@@ -55,32 +56,20 @@ func detect(head []byte) string {
 	return ""
 }
 
-// countingReader counts the bytes read from r.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // source is the compressed input of a segment: a buffered reader whose
 // consumed() is exact, since the decompressors read through the buffer
 // (as an io.ByteReader) without reading ahead of it.
 type source struct {
 	*bufio.Reader
-	cnt *countingReader
+	cnt *iocount.Reader
 }
 
 func newSource(r io.ReaderAt, off, size int64) *source {
-	c := &countingReader{r: io.NewSectionReader(r, off, size-off)}
+	c := &iocount.Reader{R: io.NewSectionReader(r, off, size-off)}
 	return &source{Reader: bufio.NewReaderSize(c, 64<<10), cnt: c}
 }
 
-func (s *source) consumed() int64 { return s.cnt.n - int64(s.Buffered()) }
+func (s *source) consumed() int64 { return s.cnt.N - int64(s.Buffered()) }
 
 // errXzTrailing is what the xz reader returns in single-stream mode when
 // more data follows the stream (the error is not exported).

@@ -51,40 +51,38 @@ func TestPipeReaderDeadline(t *testing.T) {
 	}
 }
 
+// blockedRead starts a Read that blocks (the pipe is empty), waits until
+// it sits in poll, does act, and checks that the Read ends with want.
+func blockedRead(t *testing.T, r *pipeReader, act func(), want error, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := r.Read(make([]byte, 8)); done <- err }()
+	time.Sleep(30 * time.Millisecond)
+	act()
+	select {
+	case err := <-done:
+		if !errors.Is(err, want) {
+			t.Fatalf("Read after %s: %v, want %v", what, err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not end a blocked Read", what)
+	}
+}
+
 // A deadline set while Read is blocked (the console's drain after Close)
 // wakes it.
 func TestPipeReaderDeadlineWhileBlocked(t *testing.T) {
 	r, _ := newTestPipe(t)
-	done := make(chan error, 1)
-	go func() { _, err := r.Read(make([]byte, 8)); done <- err }()
-	time.Sleep(30 * time.Millisecond)
-	r.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("Read: %v, want deadline exceeded", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a deadline set during Read did not end it")
-	}
+	blockedRead(t, r, func() { r.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) }, os.ErrDeadlineExceeded, "a deadline set during Read")
 }
 
 func TestPipeReaderCloseWhileBlocked(t *testing.T) {
 	r, w := newTestPipe(t)
-	done := make(chan error, 1)
-	go func() { _, err := r.Read(make([]byte, 8)); done <- err }()
-	time.Sleep(30 * time.Millisecond)
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrClosed) {
-			t.Fatalf("Read after Close: %v", err)
+	blockedRead(t, r, func() {
+		if err := r.Close(); err != nil {
+			t.Error(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end a blocked Read")
-	}
+	}, os.ErrClosed, "Close")
 	// The read end is gone once the Read left: a write finds no reader.
 	if _, err := w.Write([]byte("x")); !errors.Is(err, unix.EPIPE) {
 		t.Fatalf("write after the reader closed: %v, want EPIPE", err)

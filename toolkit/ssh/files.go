@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+	"github.com/vmscript/vmscript/internal/iocount"
 	"github.com/vmscript/vmscript/toolkit/shellquote"
 	"github.com/vmscript/vmscript/toolkit/vmerr"
 )
@@ -50,15 +51,15 @@ func (c *Client) Get(ctx context.Context, remote, local string) (int64, string, 
 		defer f.Close()
 		return copyCtx(ctx, tmp, f, func() { f.Close() })
 	}, func() (int64, error) {
-		cw := &countWriter{w: tmp}
+		cw := &iocount.Writer{W: tmp}
 		res, err := c.run(ctx, "cat -- "+shellquote.Quote(remote), RunOptions{Timeout: remaining(ctx)}, cw)
 		if err != nil {
-			return cw.n, err
+			return cw.N, err
 		}
 		if res.Code != 0 {
 			return 0, c.catError(res, remote)
 		}
-		return cw.n, nil
+		return cw.N, nil
 	})
 	if err == nil {
 		if err = tmp.Close(); err == nil {
@@ -104,7 +105,7 @@ func (c *Client) Put(ctx context.Context, local, remote string) (int64, string, 
 		if _, err := src.Seek(0, io.SeekStart); err != nil {
 			return 0, err
 		}
-		cr := &countReader{r: src}
+		cr := &iocount.Reader{R: src}
 		res, err := c.Run(ctx, "cat > "+shellquote.Quote(remote), RunOptions{Stdin: cr, Timeout: remaining(ctx)})
 		if err != nil {
 			return 0, err
@@ -112,7 +113,7 @@ func (c *Client) Put(ctx context.Context, local, remote string) (int64, string, 
 		if res.Code != 0 {
 			return 0, c.catError(res, remote)
 		}
-		return cr.n, nil
+		return cr.N, nil
 	})
 	return n, method, c.copyDone("put", remote, local, n, method, start, err)
 }
@@ -264,28 +265,6 @@ func copyCtx(ctx context.Context, dst io.Writer, src io.Reader, abort func()) (i
 	if err != nil && ctx.Err() != nil {
 		return n, fmt.Errorf("%w after %d bytes", ctx.Err(), n)
 	}
-	return n, err
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
 	return n, err
 }
 
