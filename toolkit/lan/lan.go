@@ -34,7 +34,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -102,7 +101,7 @@ type LAN struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	stack     *stack.Stack
-	ch        *channel.Endpoint
+	ch        *gatewayLink
 	sw        *lanSwitch
 	dhcp      *DHCP
 	pcap      *pcapWriter
@@ -261,7 +260,11 @@ func (l *LAN) startStack() error {
 	sack := tcpip.TCPSACKEnabled(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 4 << 20})
-	l.ch = channel.New(portQueue, 1500+header.EthernetMinimumSize, tcpip.LinkAddress(l.gwMAC))
+	gw := &Port{lan: l, name: "gateway", mac: l.gwMAC, q: make(chan []byte, portQueue), done: make(chan struct{})}
+	l.ch = newGatewayLink(1500+header.EthernetMinimumSize, tcpip.LinkAddress(l.gwMAC), func(frame []byte) {
+		gw.rxFrames.Add(1)
+		l.sw.ingress(gw, frame)
+	})
 	if err := s.CreateNIC(nicID, ethernet.New(l.ch)); err != nil {
 		return vmerr.New(vmerr.Internal, "lan %s: gateway NIC: %s", l.name, err)
 	}
@@ -281,30 +284,14 @@ func (l *LAN) startStack() error {
 		s.SetSpoofing(nicID, true)
 		l.startNAT()
 	}
-	gw := &Port{lan: l, name: "gateway", mac: l.gwMAC, q: make(chan []byte, portQueue), done: make(chan struct{})}
 	gw.deliver = func(frame []byte) {
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 		l.ch.InjectInbound(0, pkt)
 		pkt.DecRef()
 	}
 	l.sw.add(gw)
-	l.wg.Add(2)
+	l.wg.Add(1)
 	go func() { defer l.wg.Done(); gw.writeLoop() }()
-	go func() {
-		defer l.wg.Done()
-		for {
-			pkt := l.ch.ReadContext(l.ctx)
-			if pkt == nil {
-				return
-			}
-			v := pkt.ToView()
-			frame := append([]byte(nil), v.AsSlice()...)
-			v.Release()
-			pkt.DecRef()
-			gw.rxFrames.Add(1)
-			l.sw.ingress(gw, frame)
-		}
-	}()
 	l.onClose(func() { gw.close("LAN closed") })
 	return nil
 }

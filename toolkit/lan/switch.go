@@ -88,9 +88,11 @@ func (p *Port) close(why string) {
 }
 
 // enqueue queues a frame for the port, dropping it when the queue is full.
+// The port owns the frame from here on.
 func (p *Port) enqueue(frame []byte) {
 	select {
 	case <-p.done:
+		freeFrame(frame)
 		return
 	default:
 	}
@@ -98,6 +100,7 @@ func (p *Port) enqueue(frame []byte) {
 	case p.q <- frame:
 	default:
 		p.dropped.Add(1)
+		freeFrame(frame)
 	}
 }
 
@@ -116,7 +119,7 @@ func (p *Port) readLoop() {
 			p.close("protocol error: frame length " + strconv.Itoa(int(n)))
 			return
 		}
-		frame := make([]byte, n)
+		frame := newFrame(int(n))
 		if _, err := io.ReadFull(r, frame); err != nil {
 			p.close(readWhy(err))
 			return
@@ -151,6 +154,7 @@ func (p *Port) writeLoop() {
 		case frame := <-p.q:
 			if p.conn == nil {
 				p.deliver(frame)
+				freeFrame(frame)
 				p.txFrames.Add(1)
 				continue
 			}
@@ -175,11 +179,13 @@ func (p *Port) writeLoop() {
 	}
 }
 
-// appendFrame appends a frame in QEMU's stream framing: a 4-byte
-// big-endian length, then the frame.
+// appendFrame appends a frame in QEMU's stream framing (a 4-byte
+// big-endian length, then the frame) and frees the frame.
 func appendFrame(buf, frame []byte) []byte {
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(frame)))
-	return append(buf, frame...)
+	buf = append(buf, frame...)
+	freeFrame(frame)
+	return buf
 }
 
 // lanSwitch is a learning Ethernet switch.
@@ -222,12 +228,11 @@ func (s *lanSwitch) remove(p *Port) {
 	s.mu.Unlock()
 }
 
-// ingress forwards a frame that came in on port src.
+// ingress forwards a frame that came in on port src. The switch owns the
+// frame from here on.
 func (s *lanSwitch) ingress(src *Port, frame []byte) {
-	if len(frame) < 14 {
-		return
-	}
-	if src.conn == nil && s.lan.filterGatewayFrame(frame) {
+	if len(frame) < 14 || (src.conn == nil && s.lan.filterGatewayFrame(frame)) {
+		freeFrame(frame)
 		return
 	}
 	s.lan.capture(frame)
@@ -255,17 +260,21 @@ func (s *lanSwitch) ingress(src *Port, frame []byte) {
 		if p := s.table[dst]; p != nil {
 			if p != src {
 				p.enqueue(frame)
+			} else {
+				freeFrame(frame)
 			}
 			return
 		}
 	}
-	// Broadcast, multicast or unknown unicast: flood. The gateway's stack
-	// only gets broadcast and multicast (it is promiscuous for NAT and would
-	// take other hosts' unicast frames as its own).
+	// Broadcast, multicast or unknown unicast: flood, a copy to each port.
+	// The gateway's stack only gets broadcast and multicast (it is
+	// promiscuous for NAT and would take other hosts' unicast frames as its
+	// own).
 	for p := range s.ports {
 		if p == src || (p == s.gw && dst[0]&1 == 0) {
 			continue
 		}
-		p.enqueue(frame)
+		p.enqueue(copyFrame(frame))
 	}
+	freeFrame(frame)
 }
