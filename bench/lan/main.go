@@ -314,7 +314,7 @@ func upload(ctx context.Context, m *machine.Machine, ln net.Listener, target str
 		}
 		got <- result{rate: float64(sizeMB) / time.Since(start).Seconds()}
 	}()
-	cmd := fmt.Sprintf("dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s >/dev/null", sizeMB*16, target)
+	cmd := fmt.Sprintf("nc %s -e sh -c 'dd if=/dev/zero bs=65536 count=%d 2>/dev/null'", target, sizeMB*16)
 	if err := m.Console.SendLine(ctx, cmd); err != nil {
 		return 0, err
 	}
@@ -349,13 +349,19 @@ func measureGuestToGuest(ctx context.Context, img *lab.Image, a *machine.Machine
 		if i == 0 {
 			size = 4
 		}
-		sink := fmt.Sprintf("nc -l -p %d -e sh -c 'head -c %d >/dev/null; echo g2g-done-%d' & echo sink-%d-$((6*7))", guestPort+2, size<<20, i, i)
+		// The sink reports on its own console (stderr; nc -e gives the
+		// program only stdin and stdout).
+		sink := fmt.Sprintf("nc -l -p %d -e sh -c 'head -c %d >/dev/null; echo g2g-done-$((%d*1)) >&2' & echo sink-%d-$((6*7))", guestPort+2, size<<20, i, i)
 		if err := sendExpect(ctx, b, sink, fmt.Sprintf("sink-%d-42", i)); err != nil {
 			return err
 		}
-		send := fmt.Sprintf("dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s %d", size*16, lease.IP, guestPort+2)
+		mark := b.Console.Mark()
+		send := fmt.Sprintf("nc %s %d -e sh -c 'dd if=/dev/zero bs=65536 count=%d 2>/dev/null'", lease.IP, guestPort+2, size*16)
 		start := time.Now()
-		if err := sendExpect(ctx, a, send, fmt.Sprintf("g2g-done-%d", i)); err != nil {
+		if err := a.Console.SendLine(ctx, send); err != nil {
+			return err
+		}
+		if _, err := b.Console.Expect(ctx, []console.Pattern{{Text: fmt.Sprintf("g2g-done-%d", i)}}, console.ExpectOptions{Timeout: 5 * time.Minute, From: &mark}); err != nil {
 			return err
 		}
 		if i > 0 {
@@ -403,7 +409,7 @@ func report(res *results) {
 // reportUp prints guest→host and guest→guest.
 func reportUp(res *results) {
 	upLAN, upUser := median(res.upLAN), median(res.upUser)
-	fmt.Printf("### TCP throughput guest→host and guest→guest (%d MB of zeros, busybox dd | nc)\n\n", res.sizeMB)
+	fmt.Printf("### TCP throughput guest→host and guest→guest (%d MB of zeros, busybox nc -e dd)\n\n", res.sizeMB)
 	fmt.Printf("| path | runs (MB/s) | median MB/s |\n|---|---|---|\n")
 	fmt.Printf("| guest→host, LAN (to a listener on the gateway's stack) | %s | %.1f |\n", list(res.upLAN), upLAN)
 	fmt.Printf("| guest→host, user networking (to 10.0.2.2 → the host's loopback) | %s | %.1f |\n", list(res.upUser), upUser)
