@@ -16,8 +16,9 @@ import (
 // RFC 1350: other sources never reach it).
 type link interface {
 	send(pkt []byte) error
-	// recv waits up to timeout for the next datagram; errLinkTimeout when
-	// none came, errLinkClosed after interrupt.
+	// recv waits up to timeout (a socket: rounded up to timeoutStep) for
+	// the next datagram; errLinkTimeout when none came, errLinkClosed
+	// after interrupt.
 	recv(buf []byte, timeout time.Duration) (int, error)
 	// interrupt ends a recv in progress and every later one.
 	interrupt()
@@ -148,6 +149,9 @@ const (
 
 var canSpin = runtime.NumCPU() > 1
 
+// timeoutStep is the granularity of a link's receive timeout.
+const timeoutStep = 10 * time.Millisecond
+
 // poll reads without blocking until a datagram is there or until end.
 func (l *sockLink) poll(buf []byte, end time.Time) (int, bool) {
 	for {
@@ -192,10 +196,14 @@ func (l *sockLink) wait(buf []byte) (int, error) {
 // setTimeout sets SO_RCVTIMEO when it changes (one system call per
 // transfer, not per block).
 func (l *sockLink) setTimeout(d time.Duration) error {
+	// Rounded up: a wait for the rest of a timeout asks for a little less
+	// each time, and a setsockopt(2) per block would cost as much as the
+	// block's recv. A wait may end up to timeoutStep late.
+	d = (max(d, time.Millisecond) + timeoutStep - 1) / timeoutStep * timeoutStep
 	if d == l.timeout {
 		return nil
 	}
-	tv := unix.NsecToTimeval(max(d, time.Millisecond).Nanoseconds())
+	tv := unix.NsecToTimeval(d.Nanoseconds())
 	if err := unix.SetsockoptTimeval(l.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return os.NewSyscallError("setsockopt", err)
 	}
