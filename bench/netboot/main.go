@@ -400,7 +400,6 @@ func printPXE(kinds []string, rounds int, res map[string][]pxeResult) {
 // (with "quiet"): its init starting syslogd.
 const initMark = "Starting system log daemon"
 
-
 // lanKind boots over a vmscript LAN instead of QEMU user networking: the
 // LAN's own DHCP server hands iPXE the boot.ipxe URL and tells it not to
 // wait for ProxyDHCP offers (option 175.176), which slirp's cannot.
