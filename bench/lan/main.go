@@ -11,12 +11,15 @@
 //     127.0.0.1. Alternating, -rounds times each; the ratio is the median
 //     LAN throughput over the median user-networking one (goal ≥ 1.0).
 //
-//  2. TCP throughput guest→host: the guest pipes -size MB of zeros (dd) into
-//     nc, over the LAN to a listener on the gateway's stack (lan.ListenTCP)
-//     and over user networking to 10.0.2.2 (the host's loopback); the host
-//     clocks from accept to the last byte. Guest→guest: a second mini guest
-//     on the LAN reads exactly -size MB (head -c) and answers; the clock
-//     runs from the sender's command to that answer on its console.
+//  2. TCP throughput guest→host: busybox nc connects and runs dd (`nc HOST
+//     PORT -e dd …`), which writes -size MB of zeros straight into the
+//     socket — over the LAN to a listener on the gateway's stack
+//     (lan.ListenTCP), over user networking to 10.0.2.2 (the host's
+//     loopback); the host clocks from accept to the last byte. (Piping dd
+//     into nc held both paths at 3–4 MB/s: busybox nc's own copy loop.)
+//     Guest→guest: a second mini guest on the LAN reads exactly -size MB
+//     (head -c) and reports on its console; the clock runs from the
+//     sender's command to that report.
 //
 //  3. DHCP DISCOVER→ACK latency on the LAN, from the DHCP events (the
 //     records of NAME.dhcp.log): the mini guest's udhcpc, and iPXE
