@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,6 +186,8 @@ func (n *fakeNIC) lease(ctx context.Context, hostname string) (offer, ack *dhcpv
 type guestStack struct {
 	s  *stack.Stack
 	ip netip.Addr
+	// maxFrame is the largest frame the switch delivered to it.
+	maxFrame atomic.Int64
 }
 
 func newGuestStack(t *testing.T, l *LAN, name, mac string, ip netip.Addr) *guestStack {
@@ -202,6 +205,7 @@ func newGuestStack(t *testing.T, l *LAN, name, mac string, ip netip.Addr) *guest
 		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(ip.As4()), PrefixLen: l.prefix.Bits()}}, stack.AddressProperties{})
 	sub, _ := tcpip.NewSubnet(tcpip.AddrFrom4(l.prefix.Addr().As4()), tcpip.MaskFromBytes(net.CIDRMask(l.prefix.Bits(), 32)))
 	s.SetRouteTable([]tcpip.Route{{Destination: sub, NIC: 1}, {Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(l.gw.As4()), NIC: 1}})
+	g := &guestStack{s: s, ip: ip}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		for {
@@ -220,6 +224,9 @@ func newGuestStack(t *testing.T, l *LAN, name, mac string, ip netip.Addr) *guest
 	}()
 	go func() {
 		for fr := range n.rx {
+			if int64(len(fr)) > g.maxFrame.Load() {
+				g.maxFrame.Store(int64(len(fr)))
+			}
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(fr)})
 			ch.InjectInbound(0, pkt)
 			pkt.DecRef()
@@ -231,7 +238,7 @@ func newGuestStack(t *testing.T, l *LAN, name, mac string, ip netip.Addr) *guest
 		s.Close()
 		s.Wait()
 	})
-	return &guestStack{s: s, ip: ip}
+	return g
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

@@ -16,8 +16,9 @@ import (
 //
 // It offers gVisor GSO: the TCP sender works in segments of up to 32 KiB
 // and the stack cuts them to the MSS only when it writes them, which saves
-// most of the sender's work per 1,460 bytes (host→guest 0.73× → 0.93× user
-// networking in bench/lan).
+// most of the sender's work per 1,460 bytes. In bench/lan, host→guest
+// against user networking: 0.72× before, 0.90–0.96× with GSO, 1.10–1.21×
+// with GSO and frames handed over here.
 type gatewayLink struct {
 	*channel.Endpoint
 	// out receives every frame the stack sends; it owns the frame.
@@ -50,35 +51,45 @@ func packetFrame(pkt *stack.PacketBuffer) []byte {
 	return frame
 }
 
-// pooledFrame is the capacity of the pool's frame buffers: every frame of
-// a 1,500-byte MTU fits. Larger frames are allocated and left to the GC.
-const pooledFrame = 2048
+// Frame buffers come from two pools by size: every frame of a 1,500-byte
+// MTU fits a large one, and the many small frames of a bulk transfer (TCP
+// ACKs, 54–66 bytes) take a small one, so a full port queue of ACKs holds
+// 0.5 MiB rather than 8. Larger frames are allocated and left to the GC.
+const (
+	smallFrame = 128
+	largeFrame = 2048
+)
 
-// framePool recycles frame buffers: a frame is copied into one when it
+// The pools recycle frame buffers: a frame is copied into one when it
 // enters the switch and the buffer comes back when the frame has left it
 // (written to QEMU, given to the gateway's stack, or dropped), so bulk
-// traffic allocates no buffer per frame.
-var framePool = sync.Pool{New: func() any {
-	b := make([]byte, pooledFrame)
-	return &b
-}}
+// traffic allocates nothing per frame. They hold array pointers, which
+// convert to and from slices without an allocation.
+var (
+	smallPool = sync.Pool{New: func() any { return new([smallFrame]byte) }}
+	largePool = sync.Pool{New: func() any { return new([largeFrame]byte) }}
+)
 
 // newFrame returns a buffer of n bytes (contents undefined) for a frame.
 func newFrame(n int) []byte {
-	if n > pooledFrame {
-		return make([]byte, n)
+	switch {
+	case n <= smallFrame:
+		return smallPool.Get().(*[smallFrame]byte)[:n]
+	case n <= largeFrame:
+		return largePool.Get().(*[largeFrame]byte)[:n]
 	}
-	return (*framePool.Get().(*[]byte))[:n]
+	return make([]byte, n)
 }
 
-// freeFrame gives a frame's buffer back to the pool; the frame must not be
-// used afterwards. Buffers that did not come from the pool are left alone.
+// freeFrame gives a frame's buffer back to its pool; the frame must not be
+// used afterwards. Buffers that did not come from a pool are left alone.
 func freeFrame(frame []byte) {
-	if cap(frame) != pooledFrame {
-		return
+	switch cap(frame) {
+	case smallFrame:
+		smallPool.Put((*[smallFrame]byte)(frame[:smallFrame]))
+	case largeFrame:
+		largePool.Put((*[largeFrame]byte)(frame[:largeFrame]))
 	}
-	frame = frame[:pooledFrame]
-	framePool.Put(&frame)
 }
 
 // copyFrame returns a copy of frame in a buffer of its own.
