@@ -67,6 +67,7 @@ arg = {}
 ---@field forwards? (integer|{guest: integer, host?: integer, proto?: "tcp"|"udp", host_addr?: string})[] Port forwards from 127.0.0.1 to the guest (user networking).
 ---@field netboot? vmscript.NetbootServer Boot from this netboot server.
 ---@field bootfile? string The file the netboot server hands out first (needs netboot).
+---@field ipxe_prompt? boolean Let iPXE's "Press Ctrl-B" prompt wait its 2 s (to press Ctrl-B yourself); by default a VM with BIOS text on the serial console (a BIOS netboot, serial_bios) answers it with a space at once.
 ---@field agent? boolean Add the port of qemu-guest-agent (vm:agent); the systemd lab's guests have it without asking.
 ---@field console? ("serial"|"virtio") The console's device: the 16550 UART ttyS0 (default) or a virtio console hvc0 (a directly booted kernel gets console=hvc0; the guest needs virtio_console, as the lab's have). Under TCG the guest writes bulk output to hvc0 about 1.7x faster than to the UART.
 ---@field serial_bios? boolean Send the BIOS's output to the serial console as well.

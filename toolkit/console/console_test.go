@@ -737,3 +737,29 @@ func TestSettle(t *testing.T) {
 		}
 	})
 }
+
+// TestBystanderKeepsLastMatch: a Bystander wait matches without moving the
+// console's last match, so the next ordinary wait still starts before it;
+// an ordinary wait moves it.
+func TestBystanderKeepsLastMatch(t *testing.T) {
+	c := newConsole(t, Options{})
+	c.Feed([]byte("firmware\nPress Ctrl-B now\nbooting\n"))
+	opt := sec(1)
+	opt.Bystander = true
+	if _, err := c.Expect(context.Background(), text("Ctrl-B"), opt); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Expect(context.Background(), text("firmware"), sec(1))
+	if err != nil {
+		t.Fatalf("after a bystander's match, an earlier line: %v", err)
+	}
+	if m.Start.Text != 0 {
+		t.Errorf("firmware matched at %d", m.Start.Text)
+	}
+	if _, err := c.Expect(context.Background(), text("Ctrl-B"), sec(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Expect(context.Background(), text("firmware"), sec(0.2)); !vmerr.Is(err, vmerr.Timeout) {
+		t.Errorf("an ordinary match moved nothing: %v", err)
+	}
+}

@@ -90,6 +90,10 @@ type ExpectOptions struct {
 	// bookkeeping waits (a shell prompt after a command's end marker), which
 	// would only crowd the record of what the script waited for.
 	Quiet bool
+	// Bystander leaves the console's last match where it is: a wait that
+	// runs beside the script's own (answering a firmware prompt) must not
+	// move where the script's next wait starts.
+	Bystander bool
 }
 
 // Match is a successful wait.
@@ -435,7 +439,7 @@ func (x *expectation) step(st waitState) (*Match, *vmerr.Error, bool) {
 	if x.cand != nil && (x.fired || st.closeErr != nil) {
 		// Still the last thing after the settle time, or the console
 		// closed meanwhile.
-		return x.c.matched(x.pats, *x.cand, st.view, x.fromOff, x.opt.Raw), nil, true
+		return x.c.matched(x.pats, *x.cand, st.view, x.fromOff, x.opt), nil, true
 	}
 	for again := x.cand == nil; again; {
 		var mt *Match
@@ -463,13 +467,13 @@ func (x *expectation) scan(st waitState) (mt *Match, again, done bool) {
 	}
 	switch {
 	case x.settleOf(h.idx) <= 0:
-		return x.c.matched(x.pats, h, st.view, x.fromOff, x.opt.Raw), false, true
+		return x.c.matched(x.pats, h, st.view, x.fromOff, x.opt), false, true
 	case h.end < st.end():
 		x.restart(max(h.end, h.start+1))
 		return nil, true, false
 	case st.closeErr != nil:
 		// At the end of a closed console: nothing more can come.
-		return x.c.matched(x.pats, h, st.view, x.fromOff, x.opt.Raw), false, true
+		return x.c.matched(x.pats, h, st.view, x.fromOff, x.opt), false, true
 	}
 	x.cand = &h
 	x.settled = time.After(x.settleOf(h.idx))
@@ -512,7 +516,8 @@ func (c *Console) ExpectText(ctx context.Context, text string, opt ExpectOptions
 	return c.Expect(ctx, []Pattern{{Text: text}}, opt)
 }
 
-func (c *Console) matched(pats []Pattern, h hit, v tapeView[byte], from int64, raw bool) *Match {
+func (c *Console) matched(pats []Pattern, h hit, v tapeView[byte], from int64, opt ExpectOptions) *Match {
+	raw := opt.Raw
 	beforeLo := max(from, h.start-MaxBefore)
 	mt := &Match{
 		Text:      string(c.readBytes(v, h.start, h.end)),
@@ -530,7 +535,9 @@ func (c *Console) matched(pats []Pattern, h hit, v tapeView[byte], from int64, r
 		mt.Start = Mark{Text: h.start, Raw: rawStartOf(pairs, h.start)}
 		mt.End = Mark{Text: h.end, Raw: rawEndOf(pairs, h.end)}
 	}
-	c.last = mt.End
+	if !opt.Bystander {
+		c.last = mt.End
+	}
 	c.mu.Unlock()
 	if c.run != nil {
 		c.event("match", map[string]any{

@@ -72,6 +72,7 @@ func (h *Host) specOf(L *lua.LState, t *lua.LTable, fn string) machine.Spec {
 		spec.Netboot = srv
 	}
 	spec.Bootfile = o.String("bootfile", "")
+	spec.KeepIPXEPrompt = o.Bool("ipxe_prompt", false)
 	spec.Failures = h.failureOpts(o)
 	o.Done()
 	return spec
@@ -312,6 +313,7 @@ func qemuStartOpts() TypeDoc {
 			{Name: "forwards", Type: "(integer|{guest: integer, host?: integer, proto?: \"tcp\"|\"udp\", host_addr?: string})[]?", Doc: "Port forwards from 127.0.0.1 to the guest (user networking)."},
 			{Name: "netboot", Type: "vmscript.NetbootServer?", Doc: "Boot from this netboot server."},
 			{Name: "bootfile", Type: "string?", Doc: "The file the netboot server hands out first (needs netboot)."},
+			{Name: "ipxe_prompt", Type: "boolean?", Doc: "Let iPXE's \"Press Ctrl-B\" prompt wait its 2 s (to press Ctrl-B yourself); by default a VM with BIOS text on the serial console (a BIOS netboot, serial_bios) answers it with a space at once."},
 			{Name: "agent", Type: "boolean?", Doc: "Add the port of qemu-guest-agent (vm:agent); the systemd lab's guests have it without asking."},
 			{Name: "console", Type: "(\"serial\"|\"virtio\")?", Doc: "The console's device: the 16550 UART ttyS0 (default) or a virtio console hvc0 (a directly booted kernel gets console=hvc0; the guest needs virtio_console, as the lab's have). Under TCG the guest writes bulk output to hvc0 about 1.7x faster than to the UART."},
 			{Name: "serial_bios", Type: "boolean?", Doc: "Send the BIOS's output to the serial console as well."},

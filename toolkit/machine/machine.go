@@ -127,6 +127,9 @@ func start(ctx context.Context, spec Spec, cfg qemu.Config, ports *[]Port) (*Mac
 	}
 	m := &Machine{VM: vm, Console: con, ConsoleLog: logPath, spec: spec, config: cfg, run: cfg.Run, ports: *ports}
 	go m.closeConsoleOnExit()
+	if vm.BIOSOnSerial() && !spec.KeepIPXEPrompt {
+		go m.answerIPXEPrompt()
+	}
 	if err := vm.Cont(ctx); err != nil {
 		m.Stop(DefaultStopGrace)
 		return nil, err

@@ -41,6 +41,10 @@ type Spec struct {
 	// on that LAN.
 	Netboot  *netboot.Server
 	Bootfile string
+	// KeepIPXEPrompt leaves iPXE's "Press Ctrl-B" prompt to wait its 2 s.
+	// Without it, a VM whose BIOS text is on the serial console (a BIOS
+	// network boot) answers the prompt with a space at once.
+	KeepIPXEPrompt bool
 	// ExpectTimeout is the console's default wait bound (0: the console's
 	// default).
 	ExpectTimeout time.Duration

@@ -96,6 +96,9 @@ type VM struct {
 	mem *hostmem.Reservation
 	// agent: the VM has a guest agent port (Config.Agent).
 	agent bool
+	// biosSerial: SeaBIOS's serial console is on (Config.SerialBIOS or a
+	// device's MirrorBIOSToSerial).
+	biosSerial bool
 }
 
 // event writes to the run's timeline, if there is a run.
@@ -238,7 +241,7 @@ func writeDirFiles(b *Builder) error {
 // launch records the command line and starts QEMU with the NICs' files.
 func (v *VM) launch(b *Builder) error {
 	argv := b.argv()
-	v.argv = argv
+	v.argv, v.biosSerial = argv, b.serialBIOS
 	nicFiles, err := b.cfg.openNICs()
 	if err != nil {
 		return err
@@ -683,6 +686,11 @@ func (v *VM) AgentSocket() string {
 	}
 	return filepath.Join(v.dir, AgentSocket)
 }
+
+// BIOSOnSerial reports whether SeaBIOS's serial console is on: the text of
+// SeaBIOS and of option ROMs (iPXE) is on the serial port, and what is
+// sent to the serial port reaches them as keys.
+func (v *VM) BIOSOnSerial() bool { return v.biosSerial }
 
 // Accel returns the accelerator in use, "kvm" or "tcg".
 func (v *VM) Accel() string { return v.accel.Accel }
