@@ -389,18 +389,7 @@ func TestTwoGuestsSeeEachOther(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	a := newGuestStack(t, l, "a", "52:54:00:00:00:0a", netip.MustParseAddr("10.0.3.10"))
 	b := newGuestStack(t, l, "b", "52:54:00:00:00:0b", netip.MustParseAddr("10.0.3.11"))
-	ln, err := gonet.ListenTCP(b.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(b.ip.As4()), Port: 7}, ipv4.ProtocolNumber)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
+	echoServer(t, b)
 	c, err := gonet.DialContextTCP(ctx, a.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(b.ip.As4()), Port: 7}, ipv4.ProtocolNumber)
 	if err != nil {
 		t.Fatal(err)
@@ -718,18 +707,7 @@ func TestGatewayBulkTCP(t *testing.T) {
 	l, _ := newTestLAN(t, Config{Name: "t11"})
 	ctx := testCtx(t, 30*time.Second)
 	g := newGuestStack(t, l, "g", "52:54:00:00:02:0a", netip.MustParseAddr("10.0.3.40"))
-	ln, err := gonet.ListenTCP(g.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(g.ip.As4()), Port: 7}, ipv4.ProtocolNumber)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			io.Copy(c, c)
-			c.Close()
-		}
-	}()
+	echoServer(t, g)
 	c, err := l.DialTCP(ctx, g.ip.String(), 7)
 	if err != nil {
 		t.Fatal(err)
@@ -751,4 +729,21 @@ func TestGatewayBulkTCP(t *testing.T) {
 			t.Errorf("%s: %d TCP checksum errors", name, n)
 		}
 	}
+}
+
+// echoServer makes g echo one TCP connection on port 7, until the test ends.
+func echoServer(t *testing.T, g *guestStack) {
+	t.Helper()
+	ln, err := gonet.ListenTCP(g.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(g.ip.As4()), Port: 7}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
 }
